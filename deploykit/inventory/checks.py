@@ -1,0 +1,361 @@
+"""Whole-inventory rules and the building of the frozen model.
+
+The shape of each part has been checked by `shape.py`; here the parts are related to each other:
+sites named by hosts, host ranges expanded, names and addresses unique, VIPs, quorum sizes, ports.
+Every problem is recorded (with file, line and key path) before anything is returned.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from ipaddress import AddressValueError, IPv4Address
+from pathlib import Path
+from typing import Any
+
+from deploykit.inventory import schema
+from deploykit.inventory.model import (
+    LEVELS,
+    ROLES,
+    AppService,
+    CacheService,
+    DbService,
+    EtcdService,
+    Host,
+    Inventory,
+    LbService,
+    Services,
+    Site,
+    SshSettings,
+)
+from deploykit.inventory.ranges import RangeError, expand_names
+from deploykit.inventory.shape import describe, validate_part
+from deploykit.inventory.suggest import did_you_mean
+from deploykit.inventory.yamlsource import KeyPath, Source
+
+SUPPORTED_VERSION = 1
+_DOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+_SSH_DEFAULTS = {"user": "root", "port": 22, "identity_file": "~/.ssh/id_ed25519", "known_hosts": "known_hosts"}
+
+
+@dataclass
+class _Entry:
+    """One `hosts:` entry after its shape was checked: the hosts it expands to."""
+
+    key: str
+    spec: schema.HostSpec
+    names: tuple[str, ...]
+    first: IPv4Address
+    is_range: bool
+    usable: bool  # False when its roles, site or provider are wrong: still checked for collisions
+
+    @property
+    def path(self) -> KeyPath:
+        return ("hosts", self.key)
+
+    def address(self, i: int) -> IPv4Address:
+        return self.first + i
+
+
+def parse_address(src: Source, path: KeyPath, text: str, what: str = "address") -> IPv4Address | None:
+    try:
+        return IPv4Address(text.strip())
+    except AddressValueError:
+        hint = " (IPv6 is not supported yet)" if ":" in text else " like 10.10.0.21"
+        src.error(path, f"'{text}' is not a valid IPv4 {what}; write four numbers 0-255{hint}")
+        return None
+
+
+def build(src: Source, file: Path) -> Inventory | None:
+    data = src.data
+    if not isinstance(data, dict):
+        src.error((), f"the inventory must be a mapping of keys (version, name, hosts, ...), got {describe(data)}")
+        return None
+    data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
+    for key in data:
+        if key not in schema.SECTION_KEYS[""]:
+            src.error((key,), f"unknown key '{key}'{did_you_mean(key, schema.SECTION_KEYS[''])}; "
+                      "keys starting with 'x-' are free for YAML anchors")
+    version = data.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version != SUPPORTED_VERSION:
+        src.error(("version",), f"unsupported version {version}; this deploykit reads inventory version "
+                  f"{SUPPORTED_VERSION}")
+        return None
+    head = validate_part(src, _Head, {k: data[k] for k in _Head.model_fields if k in data}, ())
+    ssh = validate_part(src, schema.SshSpec, data.get("ssh") or {}, ("ssh",))
+    services = validate_part(src, schema.ServicesSpec, data.get("services") or {}, ("services",))
+    levels = _check_levels(src, head.failure_domains if head else ["host"])
+    if head is not None and not _DOMAIN.match(head.domain):
+        src.error(("domain",), f"'{head.domain}' is not a valid DNS name (lower-case, like chirp.example)")
+
+    sites = _build_sites(src, data.get("sites"))
+    entries = _expand_hosts(src, data.get("hosts"), sites)
+    _check_unique(src, entries, sites)
+    ssh_defaults = _ssh_settings(file, _SSH_DEFAULTS, ssh)
+    hosts = _build_hosts(src, entries, sites, file, ssh_defaults, ssh)
+    svc = _build_services(services)
+    _check_tiers(src, hosts, sites, entries, levels)
+    _check_ports(src, svc, hosts, entries)
+
+    if head is None or ssh is None or services is None or any(p.severity == "error" for p in src.problems):
+        return None
+    warnings = tuple(p.render() for p in src.problems if p.severity == "warning")
+    return Inventory(
+        path=file, name=head.name, domain=head.domain, failure_domains=tuple(levels), ssh=ssh_defaults,
+        sites={n: s for n, s in sites.items() if s is not None},
+        hosts=tuple(sorted(hosts, key=lambda h: h.name)), services=svc, warnings=warnings,
+    )
+
+
+class _Head(schema._Spec):
+    version: schema.StrictInt
+    name: schema.Name
+    domain: schema.Name
+    failure_domains: list[schema.StrictStr] = schema.Field(default_factory=lambda: ["host"])
+
+
+def _check_levels(src: Source, levels: list[str]) -> list[str]:
+    out: list[str] = []
+    if not levels:
+        src.error(("failure_domains",), "list at least one level, e.g. [host] or [provider, site]")
+    for i, level in enumerate(levels):
+        if level not in LEVELS:
+            src.error(("failure_domains", i), f"unknown failure-domain level '{level}'{did_you_mean(level, LEVELS)}")
+        elif level in out:
+            src.error(("failure_domains", i), f"level '{level}' is listed twice")
+        else:
+            out.append(level)
+    return sorted(out, key=LEVELS.index)
+
+
+def _build_sites(src: Source, raw: Any) -> dict[str, Site | None]:
+    """Site name -> Site, or None for a site whose entry is broken (still known, to avoid noise)."""
+    sites: dict[str, Site | None] = {}
+    if raw is None:
+        src.error(("sites",), "required key 'sites' is missing; every host belongs to a site, e.g. "
+                  "fra1: {provider: hetzner, vip: 10.10.0.100}")
+        return sites
+    if not isinstance(raw, dict):
+        src.error(("sites",), f"expected a mapping of site names to settings, got {describe(raw)}")
+        return sites
+    for name, body in raw.items():
+        path: KeyPath = ("sites", name)
+        spec = validate_part(src, schema.SiteSpec, body, path)
+        sites[name] = None
+        if not re.match(r"^[a-z0-9][a-z0-9-]{0,30}$", name):
+            src.error(path, f"site name '{name}' must be lower-case letters, digits and '-' (at most 31)")
+            continue
+        if spec is None:
+            continue
+        vip = parse_address(src, path + ("vip",), spec.vip, "VIP") if spec.vip is not None else None
+        if spec.vip is not None and vip is None:
+            continue
+        sites[name] = Site(name=name, provider=spec.provider, vip=vip)
+    if not raw:
+        src.error(("sites",), "no sites defined; add at least one, e.g. fra1: {provider: hetzner}")
+    return sites
+
+
+def _expand_hosts(src: Source, raw: Any, sites: dict[str, Site | None]) -> list[_Entry]:
+    if raw is None:
+        src.error(("hosts",), "required key 'hosts' is missing; list your servers, e.g. "
+                  "web-[1:2]: {address: 10.10.0.11, site: fra1, roles: [lb, app]}")
+        return []
+    if not isinstance(raw, dict):
+        src.error(("hosts",), f"expected a mapping of host names to settings, got {describe(raw)}")
+        return []
+    if not raw:
+        src.error(("hosts",), "no hosts defined; add at least one server")
+    providers = {s.provider for s in sites.values() if s is not None}
+    entries: list[_Entry] = []
+    for key, body in raw.items():
+        path: KeyPath = ("hosts", key)
+        try:
+            expansion = expand_names(key)
+        except RangeError as exc:
+            src.error(path, str(exc))
+            expansion = None
+        if isinstance(body, dict) and "roles" in body and body["roles"] in (None, []):
+            src.error(path + ("roles",), "this host has no roles; give it at least one of: " + ", ".join(ROLES))
+            body = {k: v for k, v in body.items() if k != "roles"}
+        elif isinstance(body, dict) and "roles" not in body:
+            src.error(path, "this host has no roles; add e.g. roles: [app] (one or more of: "
+                      + ", ".join(ROLES) + ")")
+        spec = validate_part(src, schema.HostSpec, body, path)
+        if spec is None:
+            if isinstance(body, dict) and isinstance(body.get("address"), str):
+                parse_address(src, path + ("address",), body["address"])
+            continue
+        if expansion is None:
+            parse_address(src, path + ("address",), spec.address)
+            continue
+        ok = True
+        for i, role in enumerate(spec.roles):
+            if role not in ROLES:
+                src.error(path + ("roles", i), f"unknown role '{role}'{did_you_mean(role, ROLES)}")
+                ok = False
+            elif role in spec.roles[:i]:
+                src.warn(path + ("roles", i), f"role '{role}' is listed twice")
+        if spec.site not in sites:
+            src.error(path + ("site",), f"unknown site '{spec.site}'{did_you_mean(spec.site, sites)}; "
+                      "sites are defined under 'sites:'")
+            ok = False
+        else:
+            site = sites[spec.site]
+            if spec.provider is not None and site is not None and spec.provider != site.provider:
+                if spec.provider not in providers:
+                    src.error(path + ("provider",), f"unknown provider '{spec.provider}'"
+                              f"{did_you_mean(spec.provider, providers)}")
+                else:
+                    src.error(path + ("provider",), f"site '{spec.site}' is at provider '{site.provider}', "
+                              f"not '{spec.provider}'; drop this key or fix the site")
+                ok = False
+        first = parse_address(src, path + ("address",), spec.address)
+        if first is None:
+            continue
+        if int(first) + len(expansion.names) - 1 > int(IPv4Address("255.255.255.255")):
+            src.error(path + ("address",), f"{len(expansion.names)} consecutive addresses from {first} run past "
+                      "255.255.255.255")
+            continue
+        entries.append(_Entry(key, spec, expansion.names, first, expansion.is_range, ok))
+    return entries
+
+
+def _check_unique(src: Source, entries: list[_Entry], sites: dict[str, Site | None]) -> None:
+    by_name: dict[str, _Entry] = {}
+    by_addr: dict[IPv4Address, tuple[_Entry, str]] = {}
+    for e in entries:
+        for i, name in enumerate(e.names):
+            other = by_name.get(name)
+            if other is not None:
+                src.error(e.path, f"host '{name}' is defined twice: by '{other.key}' (line "
+                          f"{src.line_of(other.path)}) and by '{e.key}'; rename one")
+            else:
+                by_name[name] = e
+            addr = e.address(i)
+            prev = by_addr.get(addr)
+            if prev is None:
+                by_addr[addr] = (e, name)
+                continue
+            p_entry, p_name = prev
+            line = src.line_of(p_entry.path)
+            if e.is_range and i > 0:
+                src.error(e.path + ("address",), f"the range's consecutive addresses "
+                          f"{e.first}..{e.address(len(e.names) - 1)} run into {addr}, the address of "
+                          f"'{p_name}' (line {line}); start the range elsewhere or move that host")
+            elif p_entry.is_range and p_name != p_entry.names[0]:
+                src.error(e.path + ("address",), f"address {addr} lies inside the range of '{p_entry.key}' "
+                          f"(line {line}), which gives it to '{p_name}'; pick another address")
+            else:
+                src.error(e.path + ("address",), f"address {addr} is already used by '{p_name}' (line {line})")
+    vips: dict[IPv4Address, str] = {}
+    for name, site in sites.items():
+        if site is None or site.vip is None:
+            continue
+        vpath: KeyPath = ("sites", name, "vip")
+        if site.vip in by_addr:
+            entry, host = by_addr[site.vip]
+            src.error(vpath, f"VIP {site.vip} is also the address of host '{host}' (line "
+                      f"{src.line_of(entry.path)}); a VIP must be a free address the load balancers share")
+        if site.vip in vips:
+            src.error(vpath, f"VIP {site.vip} is also the VIP of site '{vips[site.vip]}'")
+        vips[site.vip] = name
+
+
+def _ssh_settings(file: Path, base: dict[str, Any], spec: schema.SshSpec | None) -> SshSettings:
+    merged = dict(base)
+    if spec is not None:
+        merged.update({k: v for k, v in spec.model_dump().items() if v is not None})
+    return SshSettings(
+        user=merged["user"], port=merged["port"],
+        identity_file=_resolve(file, merged["identity_file"]), known_hosts=_resolve(file, merged["known_hosts"]),
+    )
+
+
+def _resolve(file: Path, value: str | Path) -> Path:
+    p = Path(os.path.expanduser(str(value)))
+    return p if p.is_absolute() else (file.parent / p)
+
+
+def _build_hosts(src: Source, entries: list[_Entry], sites: dict[str, Site | None], file: Path,
+                 ssh: SshSettings, spec: schema.SshSpec | None) -> list[Host]:
+    hosts: list[Host] = []
+    base = {"user": ssh.user, "port": ssh.port, "identity_file": str(ssh.identity_file),
+            "known_hosts": str(ssh.known_hosts)}
+    for e in entries:
+        site = sites.get(e.spec.site)
+        if site is None or not e.usable:
+            continue
+        host_ssh = ssh if e.spec.ssh is None else _ssh_settings(file, base, e.spec.ssh)
+        roles = tuple(r for r in ROLES if r in e.spec.roles)
+        line = src.line_of(e.path) or 0
+        for i, name in enumerate(e.names):
+            hosts.append(Host(name=name, address=e.address(i), site=site.name, provider=site.provider,
+                              rack=e.spec.rack, roles=roles, ssh=host_ssh, line=line))
+    return hosts
+
+
+def _build_services(spec: schema.ServicesSpec | None) -> Services:
+    if spec is None:
+        return Services()
+    return Services(
+        app=AppService(**spec.app.model_dump()), db=DbService(**spec.db.model_dump()),
+        cache=CacheService(**spec.cache.model_dump()), etcd=EtcdService(**spec.etcd.model_dump()),
+        lb=LbService(**spec.lb.model_dump()),
+    )
+
+
+def _check_tiers(src: Source, hosts: list[Host], sites: dict[str, Site | None], entries: list[_Entry],
+                 levels: list[str]) -> None:
+    entry_of = {n: e for e in entries for n in e.names}
+    for name, site in sites.items():
+        lbs = [h for h in hosts if h.site == name and h.has("lb")]
+        if site is not None and site.vip is None and lbs:
+            src.error(("sites", name), f"site '{name}' has load balancers ({', '.join(h.name for h in lbs)}) "
+                      "but no 'vip'; add vip: <a free address in the site's network> for them to share")
+    etcd = [h for h in hosts if h.has("etcd")]
+    if etcd and len(etcd) % 2 == 0:
+        src.error(("hosts", entry_of[etcd[-1].name].key, "roles"),
+                  f"etcd has an even number of members ({len(etcd)}: {', '.join(h.name for h in etcd)}); "
+                  f"{len(etcd)} members tolerate no more failures than {len(etcd) - 1}: add or remove one")
+    if any(h.has("db") for h in hosts) and not etcd:
+        src.error(("hosts",), "the db tier needs etcd (Patroni keeps its leader lock there): give the 'etcd' "
+                  "role to an odd number of hosts, e.g. the db hosts")
+    if any(h.has("app") for h in hosts) and not any(h.has("lb") for h in hosts):
+        src.warn(("hosts",), "there are app hosts but no 'lb' host: nothing will load-balance them")
+    if "rack" in levels:
+        rackless = [h.name for h in hosts if h.rack is None]
+        if rackless:
+            src.warn(("failure_domains",), f"'rack' is a failure domain but {len(rackless)} host(s) have no rack "
+                     f"(e.g. {rackless[0]}); each counts as a rack of its own")
+    used = {h.site for h in hosts}
+    for name in sites:
+        if name not in used:
+            src.warn(("sites", name), f"site '{name}' has no hosts")
+
+
+def _check_ports(src: Source, svc: Services, hosts: list[Host], entries: list[_Entry]) -> None:
+    """Two services of one host must not listen on the same port."""
+    ports = {
+        "lb": {"lb.http_port": svc.lb.http_port, "lb.stats_port": svc.lb.stats_port,
+               "lb.db_primary_port": svc.lb.db_primary_port, "lb.db_replica_port": svc.lb.db_replica_port,
+               "lb.cache_port": svc.lb.cache_port},
+        "app": {"app.port": svc.app.port},
+        "db": {"db.port": svc.db.port, "db.patroni_port": svc.db.patroni_port},
+        "cache": {"cache.port": svc.cache.port, "cache.sentinel_port": svc.cache.sentinel_port},
+        "etcd": {"etcd.client_port": svc.etcd.client_port, "etcd.peer_port": svc.etcd.peer_port},
+    }
+    seen_combos: set[tuple[str, ...]] = set()
+    for h in hosts:
+        if h.roles in seen_combos:
+            continue
+        seen_combos.add(h.roles)
+        taken: dict[int, str] = {}
+        for role in h.roles:
+            for key, port in ports.get(role, {}).items():
+                if port in taken:
+                    src.error(("services", key.split(".")[0], key.split(".")[1]),
+                              f"port {port} of {key} is also {taken[port]} on host '{h.name}' (roles "
+                              f"{', '.join(h.roles)}); pick another port")
+                taken.setdefault(port, key)

@@ -1,0 +1,144 @@
+"""The validated, frozen inventory: what every later layer (plan, roles, lab) reads.
+
+Nothing here parses YAML or checks input; `deploykit.inventory.load` builds these objects only from an
+inventory that passed validation, so every field can be trusted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+
+ROLES: tuple[str, ...] = ("lb", "app", "worker", "db", "etcd", "cache")
+LEVELS: tuple[str, ...] = ("provider", "site", "rack", "host")
+
+
+@dataclass(frozen=True, slots=True)
+class SshSettings:
+    user: str
+    port: int
+    identity_file: Path
+    known_hosts: Path  # absolute (resolved against the inventory's directory)
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    name: str
+    provider: str
+    vip: IPv4Address | None
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    name: str
+    address: IPv4Address
+    site: str
+    provider: str
+    rack: str | None
+    roles: tuple[str, ...]  # in ROLES order
+    ssh: SshSettings
+    line: int  # line of the inventory entry this host came from
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+    def unit(self, level: str) -> str:
+        """This host's unit at a failure-domain level (a host without a rack is its own rack)."""
+        if level == "provider":
+            return self.provider
+        if level == "site":
+            return self.site
+        if level == "rack":
+            return f"{self.site}/{self.rack}" if self.rack else f"{self.site}/{self.name}"
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class AppService:
+    port: int = 8000
+    health: str = "/healthz"
+    min_capacity: float = 0.5  # fraction of app hosts that must survive for the tier to count as "up"
+    source: str | None = None  # directory of the app to deploy (default: the bundled chirp demo)
+    command: str | None = None  # command that serves the app (default: chirp's gunicorn)
+    workers: int = 2  # gunicorn workers per app host
+    batch_size: int = 1  # app hosts restarted at a time on a rolling release
+
+
+@dataclass(frozen=True, slots=True)
+class DbService:
+    port: int = 5432
+    synchronous: bool = True
+    watchdog: bool = True
+    patroni_port: int = 8008
+    ttl: int = 12
+    loop_wait: int = 2
+    retry_timeout: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class CacheService:
+    port: int = 6379
+    sentinel_port: int = 26379
+    down_after_ms: int = 3000
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdService:
+    client_port: int = 2379
+    peer_port: int = 2380
+
+
+@dataclass(frozen=True, slots=True)
+class LbService:
+    http_port: int = 80
+    stats_port: int = 8404
+    db_primary_port: int = 5000
+    db_replica_port: int = 5001
+    cache_port: int = 6380
+    check_interval_ms: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    app: AppService = field(default_factory=AppService)
+    db: DbService = field(default_factory=DbService)
+    cache: CacheService = field(default_factory=CacheService)
+    etcd: EtcdService = field(default_factory=EtcdService)
+    lb: LbService = field(default_factory=LbService)
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    path: Path  # absolute path of the inventory file
+    name: str
+    domain: str
+    failure_domains: tuple[str, ...]
+    ssh: SshSettings
+    sites: dict[str, Site]  # insertion order = file order
+    hosts: tuple[Host, ...]  # sorted by name: every consumer iterates in this stable order
+    services: Services
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def with_role(self, role: str) -> tuple[Host, ...]:
+        return tuple(h for h in self.hosts if role in h.roles)
+
+    def in_site(self, site: str) -> tuple[Host, ...]:
+        return tuple(h for h in self.hosts if h.site == site)
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for s in self.sites.values():
+            seen.setdefault(s.provider, None)
+        return tuple(seen)

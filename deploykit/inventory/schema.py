@@ -1,0 +1,113 @@
+"""The shape of inventory format v1, as pydantic models (types, unknown keys, ranges of numbers).
+
+Only the shape lives here; rules that relate several parts of the file (sites named by hosts, addresses
+that collide, quorum sizes) are in `checks.py`. Models are strict: `port: "22"` is an error, not a guess.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]
+Name = Annotated[StrictStr, Field(min_length=1, max_length=63)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class SshSpec(_Spec):
+    user: Name | None = None
+    port: Port | None = None
+    identity_file: StrictStr | None = None
+    known_hosts: StrictStr | None = None
+
+
+class SiteSpec(_Spec):
+    provider: Name
+    vip: StrictStr | None = None
+
+
+class HostSpec(_Spec):
+    address: StrictStr
+    site: Name
+    roles: list[StrictStr] = Field(default_factory=list)
+    rack: Name | None = None
+    provider: Name | None = None  # optional; if given it must match the site's provider
+    ssh: SshSpec | None = None
+
+
+class AppSpec(_Spec):
+    port: Port = 8000
+    health: StrictStr = "/healthz"
+    min_capacity: Annotated[float, Field(gt=0, le=1)] = 0.5
+    source: StrictStr | None = None
+    command: StrictStr | None = None
+    workers: Annotated[StrictInt, Field(ge=1, le=64)] = 2
+    batch_size: Annotated[StrictInt, Field(ge=1)] = 1
+
+
+class WorkerSpec(_Spec):
+    """No settings yet: workers run the app's own worker command on `worker` hosts."""
+
+
+class DbSpec(_Spec):
+    port: Port = 5432
+    synchronous: StrictBool = True
+    watchdog: StrictBool = True
+    patroni_port: Port = 8008
+    ttl: Annotated[StrictInt, Field(ge=5, le=600)] = 12
+    loop_wait: Annotated[StrictInt, Field(ge=1, le=60)] = 2
+    retry_timeout: Annotated[StrictInt, Field(ge=1, le=300)] = 4
+
+
+class CacheSpec(_Spec):
+    port: Port = 6379
+    sentinel_port: Port = 26379
+    down_after_ms: Annotated[StrictInt, Field(ge=500, le=600_000)] = 3000
+
+
+class EtcdSpec(_Spec):
+    client_port: Port = 2379
+    peer_port: Port = 2380
+
+
+class LbSpec(_Spec):
+    http_port: Port = 80
+    stats_port: Port = 8404
+    db_primary_port: Port = 5000
+    db_replica_port: Port = 5001
+    cache_port: Port = 6380
+    check_interval_ms: Annotated[StrictInt, Field(ge=100, le=60_000)] = 1000
+
+
+class ServicesSpec(_Spec):
+    app: AppSpec = Field(default_factory=AppSpec)
+    worker: WorkerSpec = Field(default_factory=lambda: WorkerSpec())
+    db: DbSpec = Field(default_factory=DbSpec)
+    cache: CacheSpec = Field(default_factory=CacheSpec)
+    etcd: EtcdSpec = Field(default_factory=EtcdSpec)
+    lb: LbSpec = Field(default_factory=LbSpec)
+
+
+class TopSpec(_Spec):
+    """Top level, with `sites` and `hosts` checked entry by entry (so one bad entry hides no other)."""
+
+    version: StrictInt
+    name: Name
+    domain: Name
+    failure_domains: list[StrictStr] = Field(default_factory=lambda: ["host"])
+    ssh: SshSpec = Field(default_factory=SshSpec)
+    sites: dict[StrictStr, object] = Field(default_factory=dict)
+    hosts: dict[StrictStr, object]
+    services: ServicesSpec = Field(default_factory=ServicesSpec)
+
+
+SECTION_KEYS: dict[str, list[str]] = {
+    "": list(TopSpec.model_fields),
+    "ssh": list(SshSpec.model_fields),
+    "site": list(SiteSpec.model_fields),
+    "host": list(HostSpec.model_fields),
+}
