@@ -1,0 +1,161 @@
+"""The `deploykit` command line. Thin: parse options, call the layers, print, pick the exit code.
+
+One boundary (`main`) turns every DeploykitError into a clear message and its exit code; anything
+unexpected is written with its traceback to a debug log and reported in one line (`--debug` re-raises).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from deploykit import __version__
+from deploykit.errors import DeploykitError, ExitCode, InventoryError
+
+LAZY_GROUPS = {"lab": "deploykit.lab.commands:lab"}
+DEBUG_LOG = Path(os.environ.get("DEPLOYKIT_DEBUG_LOG", Path(tempfile.gettempdir()) / "deploykit-debug.log"))
+
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Root(click.Group):
+    """Subcommand groups that pull in heavier modules are imported only when used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_GROUPS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_GROUPS:
+            module, attr = LAZY_GROUPS[name].split(":")
+            cmd: click.Command = getattr(importlib.import_module(module), attr)
+            return cmd
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=Root, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="deploykit")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Provision, load-balance and fail over a social app's stack on servers you own."""
+    ctx.obj = {"debug": debug}
+
+
+@cli.command()
+@click.argument("inventory", type=click.Path(dir_okay=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
+def validate(inventory: Path, as_json: bool) -> None:
+    """Check INVENTORY without connecting anywhere; exit 1 if it has errors."""
+    from deploykit.inventory import check_inventory
+
+    inv, problems = check_inventory(inventory)
+    errors = [p for p in problems if p.severity == "error"]
+    if as_json:
+        out.print_json(json.dumps({
+            "inventory": str(inventory), "valid": inv is not None,
+            "problems": [{"file": p.file, "line": p.line, "path": p.path, "severity": p.severity,
+                          "message": p.message} for p in problems],
+        }))
+    else:
+        for p in problems:
+            (err if p.severity == "error" else out).print(Text(p.render(), style="red" if p.severity == "error"
+                                                                else "yellow"))
+        if inv is not None:
+            out.print(Text(f"{inventory}: valid ({len(inv.hosts)} hosts in {len(inv.sites)} sites at "
+                           f"{len(inv.providers)} providers)", style="green"))
+        else:
+            err.print(Text(f"{inventory}: {len(errors)} error(s)", style="bold red"))
+    if inv is None:
+        raise SystemExit(ExitCode.ERROR)
+
+
+@cli.command()
+@click.argument("inventory", type=click.Path(dir_okay=True, path_type=Path))
+@click.option("--offline", is_flag=True, help="Only placement and resilience; connect to nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (for CI).")
+def plan(inventory: Path, offline: bool, as_json: bool) -> None:
+    """Show the placement, the resilience report and (online) what would change.
+
+    Exit 0 when the stack survives the loss of any one unit of every failure-domain level,
+    1 on errors or when some loss takes a tier down.
+    """
+    from deploykit.inventory import load_inventory
+    from deploykit.plan import analyse_resilience, plan_placement
+
+    inv = load_inventory(inventory)
+    placement = plan_placement(inv)
+    report = analyse_resilience(inv, placement)
+    if not offline:
+        raise DeploykitError("the online plan (connecting to hosts) is not built yet; use --offline")
+    if as_json:
+        from deploykit.plan.serialize import offline_plan_data
+
+        out.print_json(json.dumps(offline_plan_data(inv, placement, report)))
+    else:
+        from deploykit.plan.report import print_offline_plan
+
+        print_offline_plan(out, inv, placement, report)
+    if not report.survives:
+        raise SystemExit(ExitCode.ERROR)
+
+
+def _report_error(exc: DeploykitError) -> None:
+    lines = exc.lines()
+    if isinstance(exc, InventoryError):
+        for line in lines:
+            err.print(Text(line, style="red"))
+        err.print(Text(f"{len(lines)} error(s); nothing was changed on any host", style="bold red"))
+        return
+    for line in lines:
+        err.print(Text(f"error: {line}", style="red"))
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: map errors to messages and exit codes (never a traceback unless --debug)."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="deploykit", standalone_mode=False)
+        code: int = ExitCode.OK
+    except DeploykitError as exc:
+        if debug:
+            raise
+        _report_error(exc)
+        code = exc.exit_code
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = ExitCode.ERROR
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print("interrupted")
+        code = ExitCode.INTERRUPTED
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else ExitCode.ERROR
+    except Exception as exc:  # the boundary: anything unexpected is a bug, reported in one line
+        if debug:
+            raise
+        try:
+            with DEBUG_LOG.open("a") as log:
+                log.write(traceback.format_exc())
+            where = f"details in {DEBUG_LOG}"
+        except OSError:
+            where = "could not write the debug log"
+        err.print(Text(f"internal error: {type(exc).__name__}: {exc} ({where}; rerun with --debug)", style="red"))
+        code = ExitCode.ERROR
+    sys.exit(int(code))
+
+
+if __name__ == "__main__":
+    main()
