@@ -62,11 +62,11 @@ def validate(inventory: Path, as_json: bool) -> None:
     inv, problems = check_inventory(inventory)
     errors = [p for p in problems if p.severity == "error"]
     if as_json:
-        out.print_json(json.dumps({
+        click.echo(json.dumps({
             "inventory": str(inventory), "valid": inv is not None,
             "problems": [{"file": p.file, "line": p.line, "path": p.path, "severity": p.severity,
                           "message": p.message} for p in problems],
-        }))
+        }, indent=2))
     else:
         for p in problems:
             (err if p.severity == "error" else out).print(Text(p.render(), style="red" if p.severity == "error"
@@ -101,7 +101,7 @@ def plan(inventory: Path, offline: bool, as_json: bool) -> None:
     if as_json:
         from deploykit.plan.serialize import offline_plan_data
 
-        out.print_json(json.dumps(offline_plan_data(inv, placement, report)))
+        click.echo(json.dumps(offline_plan_data(inv, placement, report), indent=2))
     else:
         from deploykit.plan.report import print_offline_plan
 

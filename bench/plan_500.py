@@ -1,0 +1,93 @@
+"""Benchmark: validate and plan (offline) a 500-host, 3-provider inventory, wall time including start-up.
+
+Target (issue 2): at most 1 s of wall time for each command on a 2-core machine.
+Baseline in the same run: the same commands on the 9-host lab inventory, and a bare `python -c pass`.
+Usage: python bench/plan_500.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_S = 1.0
+
+
+def generate(n_hosts: int = 500) -> str:
+    """500 hosts listed one by one (the slowest form to parse), 3 providers, 2 racks per site."""
+    sites = [("fra1", "hetzner", 10), ("rbx1", "ovh", 20), ("ams1", "leaseweb", 30)]
+    lines = ["version: 1", "name: bench", "domain: bench.example", "failure_domains: [provider, site, rack]",
+             "sites:"]
+    lines += [f"  {s}: {{provider: {p}, vip: 10.{o}.0.100}}" for s, p, o in sites]
+    lines.append("hosts:")
+    per_site = n_hosts // 3
+    count = 0
+    for s, _, o in sites:
+        fixed = [("lb-1", "[lb]", 11), ("lb-2", "[lb]", 12), ("db-1", "[db, etcd, cache]", 101)]
+        for name, roles, last in fixed:
+            lines.append(f"  {s}-{name}: {{address: 10.{o}.0.{last}, site: {s}, rack: r1, roles: {roles}}}")
+            count += 1
+        n_app = per_site - len(fixed) + (n_hosts - 3 * per_site if s == "ams1" else 0)
+        for i in range(n_app):
+            rack = "r1" if i % 2 else "r2"
+            lines.append(f"  {s}-app-{i + 1:03d}: {{address: 10.{o}.{1 + i // 200}.{10 + i % 200}, site: {s}, "
+                         f"rack: {rack}, roles: [app, worker]}}")
+            count += 1
+    assert count == n_hosts, count
+    return "\n".join(lines) + "\n"
+
+
+def timed(argv: list[str], runs: int) -> tuple[float, float, int]:
+    times = []
+    rc = 0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        times.append(time.perf_counter() - t0)
+        rc = proc.returncode
+        if rc not in (0,):
+            print(proc.stderr, file=sys.stderr)
+    return statistics.median(times), max(times), rc
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    exe = [sys.executable, "-m", "deploykit.cli"]
+    with tempfile.TemporaryDirectory() as tmp:
+        big = Path(tmp) / "bench-500.yml"
+        big.write_text(generate(500))
+        lab = ROOT / "inventories" / "lab.yml"
+        rows = [
+            ("python -c pass (interpreter start-up)", [sys.executable, "-c", "pass"]),
+            ("validate lab.yml (9 hosts)", [*exe, "validate", str(lab)]),
+            ("plan --offline lab.yml (9 hosts)", [*exe, "plan", "--offline", str(lab)]),
+            ("validate 500 hosts", [*exe, "validate", str(big)]),
+            ("plan --offline 500 hosts", [*exe, "plan", "--offline", str(big)]),
+            ("plan --offline --json 500 hosts", [*exe, "plan", "--offline", "--json", str(big)]),
+        ]
+        results = {}
+        print(f"{'command':42} {'median s':>9} {'max s':>7} {'rc':>3}")
+        for label, argv in rows:
+            med, worst, rc = timed(argv, args.runs)
+            results[label] = med
+            print(f"{label:42} {med:9.3f} {worst:7.3f} {rc:3d}")
+        base = results["plan --offline lab.yml (9 hosts)"]
+        big_plan = results["plan --offline 500 hosts"]
+        print(f"ratio plan 500 hosts / 9 hosts: {big_plan / base:.2f}x")
+        print(f"ratio plan 500 hosts / bare interpreter: {big_plan / results['python -c pass (interpreter start-up)']:.1f}x")
+        worst_big = max(results["validate 500 hosts"], big_plan, results["plan --offline --json 500 hosts"])
+        ok = worst_big <= TARGET_S
+        print(f"target <= {TARGET_S:.1f} s for 500 hosts: {'met' if ok else 'MISSED'} ({worst_big:.3f} s)")
+        return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
