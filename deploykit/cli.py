@@ -38,9 +38,20 @@ class Root(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in LAZY_GROUPS:
             module, attr = LAZY_GROUPS[name].split(":")
-            cmd: click.Command = getattr(importlib.import_module(module), attr)
+            try:
+                cmd: click.Command = getattr(importlib.import_module(module), attr)
+            except ImportError as exc:
+                return _unavailable(name, exc)
             return cmd
         return super().get_command(ctx, name)
+
+
+def _unavailable(name: str, exc: ImportError) -> click.Command:
+    def run() -> None:
+        raise DeploykitError(f"'deploykit {name}' is not available in this installation ({exc})")
+
+    return click.Command(name, callback=run, help=f"(not available: {exc})",
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 
 
 @click.group(cls=Root, context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,11 +95,17 @@ def validate(inventory: Path, as_json: bool) -> None:
 @click.argument("inventory", type=click.Path(dir_okay=True, path_type=Path))
 @click.option("--offline", is_flag=True, help="Only placement and resilience; connect to nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (for CI).")
-def plan(inventory: Path, offline: bool, as_json: bool) -> None:
-    """Show the placement, the resilience report and (online) what would change.
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save the plan; `deploykit apply FILE` applies exactly it.")
+@click.option("--limit", multiple=True, help="Only these hosts, roles, sites or providers (repeatable).")
+@click.option("--no-diff", is_flag=True, help="List changed files without their diffs.")
+@click.option("--accept-new-host-keys", is_flag=True, help="Trust (and record) keys of hosts not in known_hosts.")
+def plan(inventory: Path, offline: bool, as_json: bool, out_file: Path | None, limit: tuple[str, ...],
+         no_diff: bool, accept_new_host_keys: bool) -> None:
+    """Show what would change on every host (exit 0: none, 2: changes, 1: error).
 
-    Exit 0 when the stack survives the loss of any one unit of every failure-domain level,
-    1 on errors or when some loss takes a tier down.
+    With --offline: the placement and the resilience report only (exit 0 when the stack survives
+    the loss of any one unit of every failure-domain level, 1 when some loss takes a tier down).
     """
     from deploykit.inventory import load_inventory
     from deploykit.plan import analyse_resilience, plan_placement
@@ -96,18 +113,66 @@ def plan(inventory: Path, offline: bool, as_json: bool) -> None:
     inv = load_inventory(inventory)
     placement = plan_placement(inv)
     report = analyse_resilience(inv, placement)
-    if not offline:
-        raise DeploykitError("the online plan (connecting to hosts) is not built yet; use --offline")
-    if as_json:
-        from deploykit.plan.serialize import offline_plan_data
+    if offline:
+        if as_json:
+            from deploykit.plan.serialize import offline_plan_data
 
-        click.echo(json.dumps(offline_plan_data(inv, placement, report), indent=2))
-    else:
-        from deploykit.plan.report import print_offline_plan
+            click.echo(json.dumps(offline_plan_data(inv, placement, report), indent=2))
+        else:
+            from deploykit.plan.report import print_offline_plan
 
-        print_offline_plan(out, inv, placement, report)
-    if not report.survives:
-        raise SystemExit(ExitCode.ERROR)
+            print_offline_plan(out, inv, placement, report)
+        if not report.survives:
+            raise SystemExit(ExitCode.ERROR)
+        return
+    from deploykit.apply.workflow import online_plan
+
+    code = online_plan(inv, placement, out, err, as_json=as_json, out_file=out_file, limit=limit,
+                       show_diffs=not no_diff, accept_new_host_keys=accept_new_host_keys)
+    raise SystemExit(code)
+
+
+@cli.command()
+@click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--yes", "-y", is_flag=True, help="Apply without asking for confirmation.")
+@click.option("--limit", multiple=True, help="Only these hosts, roles, sites or providers (repeatable).")
+@click.option("--no-diff", is_flag=True, help="List changed files without their diffs.")
+@click.option("--accept-new-host-keys", is_flag=True, help="Trust (and record) keys of hosts not in known_hosts.")
+def apply(target: Path, yes: bool, limit: tuple[str, ...], no_diff: bool, accept_new_host_keys: bool) -> None:
+    """Apply an INVENTORY (plan, confirm, apply) or a plan FILE saved with `plan --out`."""
+    from deploykit.apply.workflow import apply_target
+
+    raise SystemExit(apply_target(target, out, err, yes=yes, limit=limit, show_diffs=not no_diff,
+                                  accept_new_host_keys=accept_new_host_keys))
+
+
+@cli.group()
+def secrets() -> None:
+    """The generated secrets of an inventory (stored encrypted next to it)."""
+
+
+@secrets.command("list")
+@click.argument("inventory", type=click.Path(dir_okay=False, path_type=Path))
+def secrets_list(inventory: Path) -> None:
+    """Name every secret (values are never listed)."""
+    from deploykit.inventory import load_inventory
+    from deploykit.secrets_store import SecretStore
+
+    store = SecretStore(load_inventory(inventory), create_key=False)
+    for name in store.names():
+        click.echo(name)
+    err.print(Text(f"{len(store.names())} secret(s) in {store.path} (key: {store.key_file})", style="dim"))
+
+
+@secrets.command("get")
+@click.argument("inventory", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("name")
+def secrets_get(inventory: Path, name: str) -> None:
+    """Print one secret's value (for an operator or a script, e.g. the PostgreSQL password)."""
+    from deploykit.inventory import load_inventory
+    from deploykit.secrets_store import SecretStore
+
+    click.echo(SecretStore(load_inventory(inventory), create_key=False).existing(name).reveal())
 
 
 def _report_error(exc: DeploykitError) -> None:

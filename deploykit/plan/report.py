@@ -73,7 +73,7 @@ def render_resilience(r: ResilienceReport) -> Group:
         table.add_row(f"{s.level} {s.unit}", str(len(s.lost_hosts)), *cells,
                       Text(_MARK[s.status], style=_STYLE[s.status]))
     lines: list[Text] = []
-    for s, v in (*r.failures, *r.degradations):
+    for _s, v in (*r.failures, *r.degradations):
         lines.append(Text.assemble((f"{_MARK[v.status]} ", _STYLE[v.status]), f"{v.tier}: {v.reason}"))
         if v.fix:
             lines.append(Text(f"    fix: {v.fix}", style="cyan"))

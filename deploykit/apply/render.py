@@ -1,0 +1,103 @@
+"""The online plan and the apply recap for people (rich) and for CI (JSON data)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from deploykit.apply.planner import OnlinePlan
+from deploykit.apply.runner import ApplyResult
+from deploykit.execute.diff import HostPlan
+
+
+def plan_data(plan: OnlinePlan) -> dict[str, Any]:
+    hosts: dict[str, Any] = {}
+    for name, hp in plan.hosts.items():
+        hosts[name] = {"status": "change" if hp.changed else "unchanged", "roles": [
+            {"role": rc.role, "packages": list(rc.packages), "masks": list(rc.masks),
+             "directories": [d.path for d in rc.directories],
+             "files": [{"path": c.file.path, "action": c.action, "diff": c.diff} for c in rc.files],
+             "services": [{"name": s.name, "actions": list(s.actions)} for s in rc.services]}
+            for rc in hp.roles if not rc.empty]}
+    for name, err in plan.unreachable.items():
+        hosts[name] = {"status": "unreachable", "error": err}
+    for name, err in plan.probe_failed.items():
+        hosts[name] = {"status": "failed", "error": err}
+    return {
+        "format": "deploykit.plan/v1",
+        "inventory": str(plan.inv.path),
+        "summary": plan.summary(),
+        "counts": {"hosts": len(hosts), "change": len(plan.changed),
+                   "unchanged": len(plan.hosts) - len(plan.changed), "unreachable": len(plan.unreachable),
+                   "failed": len(plan.probe_failed)},
+        "missing_roles": plan.missing_roles,
+        "hosts": hosts,
+    }
+
+
+def _diff_text(diff: str) -> Text:
+    out = Text()
+    for line in diff.splitlines():
+        style = ("green" if line.startswith("+") and not line.startswith("+++")
+                 else "red" if line.startswith("-") and not line.startswith("---")
+                 else "cyan" if line.startswith("@@") else "dim")
+        out.append("      " + line + "\n", style=style)
+    return out
+
+
+def print_host_plan(console: Console, hp: HostPlan, show_diffs: bool = True) -> None:
+    console.print(Text.assemble(("~ ", "yellow"), (hp.host, "bold"), f"  ({hp.count()} change(s))"))
+    for rc in hp.roles:
+        if rc.empty:
+            continue
+        console.print(Text(f"  [{rc.role}]", style="bold cyan"))
+        for p in rc.packages:
+            console.print(Text(f"    + package {p}", style="green"))
+        for u in rc.masks:
+            console.print(Text(f"    - mask {u}", style="red"))
+        for d in rc.directories:
+            console.print(Text(f"    + directory {d.path} ({d.mode} {d.owner}:{d.group})", style="green"))
+        for c in rc.files:
+            mark = {"create": "+", "update": "~", "metadata": "~"}[c.action]
+            seed = " (seed)" if c.file.seed else ""
+            console.print(Text(f"    {mark} file {c.file.path}{seed}", style="green" if mark == "+" else "yellow"))
+            if show_diffs and c.diff and c.action != "metadata":
+                console.print(_diff_text(c.diff), end="")
+        for s in rc.services:
+            console.print(Text(f"    * service {s.name}: {', '.join(s.actions)}", style="magenta"))
+
+
+def print_plan(console: Console, plan: OnlinePlan, show_diffs: bool = True) -> None:
+    for name, err in sorted(plan.unreachable.items()):
+        console.print(Text(f"! {name}: {err}", style="bold red"))
+    for name, err in sorted(plan.probe_failed.items()):
+        console.print(Text(f"! {name}: {err}", style="bold red"))
+    for hp in plan.changed:
+        print_host_plan(console, hp, show_diffs)
+    if plan.missing_roles:
+        console.print(Text(f"note: roles not available in this version, not planned: "
+                           f"{', '.join(plan.missing_roles)}", style="yellow"))
+    style = "bold yellow" if plan.changed else "bold green"
+    console.print(Text(plan.summary() + ("" if plan.changed else ". No changes."), style=style))
+
+
+def print_recap(console: Console, result: ApplyResult) -> None:
+    table = Table(title="Recap", title_justify="left")
+    for col in ("host", "status", "changes", "error"):
+        table.add_column(col)
+    styles = {"ok": "green", "changed": "yellow", "failed": "bold red", "unreachable": "bold red",
+              "skipped": "dim"}
+    for name in sorted(result.recap):
+        r = result.recap[name]
+        table.add_row(name, Text(r.status, style=styles.get(r.status, "")), str(r.changes), r.error)
+    console.print(table)
+    if result.aborted:
+        console.print(Text(result.aborted, style="bold red"))
+    counts: dict[str, int] = {}
+    for r in result.recap.values():
+        counts[r.status] = counts.get(r.status, 0) + 1
+    line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    console.print(Text(f"{len(result.recap)} hosts: {line}", style="bold green" if result.ok else "bold red"))

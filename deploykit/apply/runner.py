@@ -1,0 +1,116 @@
+"""Apply a plan phase by phase; stop when a tier would fall below what the placement needs."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from deploykit.apply.phases import PHASE_NAMES
+from deploykit.apply.planner import OnlinePlan
+from deploykit.execute import executor
+from deploykit.execute.steps import Step, role_steps
+from deploykit.inventory.model import Inventory
+from deploykit.plan.placement import Placement
+
+
+@dataclass
+class HostRecap:
+    status: str = "ok"  # ok | changed | failed | unreachable | skipped
+    changes: int = 0
+    error: str = ""
+
+
+@dataclass
+class PhaseResult:
+    role: str
+    hosts: int
+    seconds: float
+    failed: list[str]
+
+
+@dataclass
+class ApplyResult:
+    recap: dict[str, HostRecap] = field(default_factory=dict)
+    phases: list[PhaseResult] = field(default_factory=list)
+    aborted: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.aborted and all(r.status in ("ok", "changed") for r in self.recap.values())
+
+
+def tier_minimum(inv: Inventory, placement: Placement, role: str) -> int:
+    """How many members of a tier must be healthy for the stack to work."""
+    members = len(inv.with_role(role))
+    if role == "etcd":
+        return placement.etcd.quorum
+    if role == "cache":
+        return min(members, len(placement.cache.sentinels) // 2 + 1)
+    if role == "app":
+        return max(1, math.ceil(members * inv.services.app.min_capacity))
+    if role in ("db", "lb", "worker"):
+        return 1 if members else 0
+    return 0
+
+
+def shortfall(inv: Inventory, placement: Placement, lost: set[str]) -> str:
+    """'' if every tier keeps its minimum without the `lost` hosts, else which tier falls short."""
+    for role in PHASE_NAMES[1:]:
+        members = [h.name for h in inv.with_role(role)]
+        if not members:
+            continue
+        alive = [m for m in members if m not in lost]
+        need = tier_minimum(inv, placement, role)
+        if len(alive) < need:
+            gone = ", ".join(sorted(set(members) - set(alive)))
+            return f"{role}: {len(alive)} of {len(members)} members usable, needs {need} (lost: {gone})"
+    return ""
+
+
+def apply_plan(plan: OnlinePlan, session: executor.Session, placement: Placement,
+               on_phase: Callable[[str, int], None] | None = None,
+               on_phase_done: Callable[[PhaseResult], None] | None = None,
+               on_step: Callable[[str, str], None] | None = None) -> ApplyResult:
+    inv = plan.inv
+    result = ApplyResult()
+    for name, err in plan.unreachable.items():
+        result.recap[name] = HostRecap("unreachable", error=err)
+    for name, err in plan.probe_failed.items():
+        result.recap[name] = HostRecap("failed", error=err)
+    for name, hp in plan.hosts.items():
+        result.recap[name] = HostRecap("changed" if hp.changed else "ok", hp.count())
+    lost = set(plan.unreachable) | set(plan.probe_failed)
+    short = shortfall(inv, placement, lost)
+    if short:
+        result.aborted = f"not applying: {short}"
+        return result
+    for role in PHASE_NAMES:
+        steps: dict[str, list[Step]] = {}
+        for name, hp in plan.hosts.items():
+            if name in lost:
+                continue
+            for rc in hp.roles:
+                if rc.role == role and not rc.empty:
+                    steps[name] = role_steps(rc)
+        if not steps:
+            continue
+        if on_phase:
+            on_phase(role, len(steps))
+        t0 = time.monotonic()
+        outcomes = executor.run_steps(session, steps, on_step=on_step)
+        failed = sorted(n for n, o in outcomes.items() if not o.ok)
+        for n in failed:
+            result.recap[n].status = "failed"
+            result.recap[n].error = f"[{role}] {outcomes[n].error}"
+        lost.update(failed)
+        phase = PhaseResult(role, len(steps), time.monotonic() - t0, failed)
+        result.phases.append(phase)
+        if on_phase_done:
+            on_phase_done(phase)
+        short = shortfall(inv, placement, lost)
+        if short:
+            result.aborted = f"stopped after phase {role}: {short}"
+            break
+    return result

@@ -1,0 +1,121 @@
+"""The stages of `plan` (online) and `apply`, after pyinfra_cli/main.py: connect, probe and diff, show
+changes, confirm, execute phase by phase, recap. Returns exit codes; the CLI only calls these."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from deploykit.apply import planfile
+from deploykit.apply.planner import OnlinePlan, make_plan
+from deploykit.apply.render import plan_data, print_plan, print_recap
+from deploykit.apply.runner import PhaseResult, apply_plan
+from deploykit.apply.selection import select_hosts
+from deploykit.errors import DeploykitError, ExitCode
+from deploykit.inventory import Inventory, load_inventory
+from deploykit.plan import plan_placement
+from deploykit.plan.placement import Placement
+from deploykit.secrets_store import SecretStore
+
+
+def _plan(inv: Inventory, placement: Placement, err: Console, limit: tuple[str, ...], accept_new: bool):
+    hosts = select_hosts(inv, limit)
+    store = SecretStore(inv)
+    t0 = time.monotonic()
+    with err.status(f"connecting to {len(hosts)} hosts and reading their state ...") if err.is_terminal \
+            else _nullcontext():
+        plan, session, _ = make_plan(inv, placement, store, hosts, accept_new_host_keys=accept_new, limit=limit)
+    err.print(Text(f"probed {len(plan.hosts)} of {len(hosts)} hosts in {time.monotonic() - t0:.1f}s", style="dim"))
+    return plan, session
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def online_plan(inv: Inventory, placement: Placement, out: Console, err: Console, *, as_json: bool,
+                out_file: Path | None, limit: tuple[str, ...], show_diffs: bool, accept_new_host_keys: bool) -> int:
+    from deploykit.execute import executor
+
+    plan, session = _plan(inv, placement, err, limit, accept_new_host_keys)
+    executor.disconnect(session)
+    if as_json:
+        click.echo(json.dumps(plan_data(plan), indent=2))
+    else:
+        print_plan(out, plan, show_diffs)
+    if out_file is not None:
+        if plan.has_errors:
+            err.print(Text("not saving the plan: some hosts could not be planned", style="red"))
+        else:
+            planfile.save_plan(plan, out_file)
+            err.print(Text(f"plan saved to {out_file}; apply it with: deploykit apply {out_file}", style="cyan"))
+    if plan.has_errors:
+        return ExitCode.ERROR
+    return ExitCode.CHANGES if plan.changed else ExitCode.OK
+
+
+def _is_saved_plan(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(64).lstrip().startswith(b"{")
+    except OSError:
+        return False
+
+
+def apply_target(target: Path, out: Console, err: Console, *, yes: bool, limit: tuple[str, ...],
+                 show_diffs: bool, accept_new_host_keys: bool) -> int:
+    from deploykit.execute import executor
+
+    saved = planfile.load_plan(target) if _is_saved_plan(target) else None
+    if saved is not None:
+        if limit:
+            raise DeploykitError("--limit cannot be combined with a saved plan (its limit is part of the plan)")
+        inv = load_inventory(saved.inventory)
+        limit = saved.limit
+    else:
+        inv = load_inventory(target)
+    placement = plan_placement(inv)
+    plan, session = _plan(inv, placement, err, limit, accept_new_host_keys)
+    try:
+        if saved is not None:
+            planfile.check_current(saved, plan)
+            err.print(Text(f"the saved plan {target} is current: applying it", style="cyan"))
+        print_plan(out, plan, show_diffs)
+        if not plan.changed:
+            if plan.has_errors:
+                return ExitCode.ERROR
+            return ExitCode.OK
+        if saved is None and not yes:
+            if not sys.stdin.isatty():
+                raise DeploykitError("apply needs confirmation but there is no terminal to ask on; "
+                                     "pass --yes (or apply a saved plan)")
+            if not click.confirm(f"Apply these changes to {len(plan.changed)} host(s)?", default=False):
+                err.print("nothing applied")
+                return ExitCode.ERROR
+        t0 = time.monotonic()
+        result = apply_plan(plan, session, placement, on_phase=lambda r, n: err.print(
+            Text(f"==> phase {r}: {n} host(s)", style="bold")), on_phase_done=lambda p: _phase_done(err, p))
+        print_recap(out, result)
+        err.print(Text(f"applied in {time.monotonic() - t0:.1f}s", style="dim"))
+        return ExitCode.OK if result.ok else ExitCode.ERROR
+    finally:
+        executor.disconnect(session)
+
+
+def _phase_done(err: Console, p: PhaseResult) -> None:
+    failed = f", FAILED: {', '.join(p.failed)}" if p.failed else ""
+    err.print(Text(f"    {p.role}: {p.hosts - len(p.failed)}/{p.hosts} ok in {p.seconds:.1f}s{failed}",
+                   style="red" if p.failed else "green"))
+
+
+__all__ = ["OnlinePlan", "apply_target", "online_plan"]

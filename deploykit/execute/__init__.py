@@ -1,0 +1,1 @@
+"""From desired state to hosts: probe, diff, plan file, steps (pure) and the pyinfra executor."""

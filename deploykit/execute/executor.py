@@ -1,0 +1,249 @@
+"""The ONLY module that uses pyinfra's run API (State, Config, connect, facts, add_op, run_ops).
+
+pyinfra's API changes between versions; this module absorbs that. Stages follow pyinfra_cli/main.py:
+connect, probe (one fact per host), then phases of steps, each phase's hosts in parallel.
+"""
+
+from __future__ import annotations
+
+# pyinfra runs hosts in gevent greenlets: sockets must be cooperative before paramiko is imported.
+from gevent import monkey
+
+if not monkey.is_module_patched("socket"):
+    monkey.patch_all(thread=False, subprocess=False)
+
+import io  # noqa: E402
+import logging  # noqa: E402
+from collections.abc import Callable, Iterable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any  # noqa: E402
+
+import gevent  # noqa: E402
+from pyinfra.api import Config, FactBase, Inventory, State  # noqa: E402
+from pyinfra.api.exceptions import ConnectError, PyinfraError  # noqa: E402
+from pyinfra.api.operation import add_op  # noqa: E402
+from pyinfra.api.operations import run_ops  # noqa: E402
+from pyinfra.api.state import StateHostMeta, StateHostResults  # noqa: E402
+from pyinfra.operations import files, server  # noqa: E402
+
+from deploykit.execute.probe import HostFacts, ProbeError, ProbeSpec, parse_probe, probe_command  # noqa: E402
+from deploykit.execute.steps import Shell, Step, Upload  # noqa: E402
+from deploykit.inventory.model import Host  # noqa: E402
+
+CONNECT_TIMEOUT_S = 10
+CONNECT_RETRIES = 2
+MAX_PARALLEL = 50
+
+
+class _Probe(FactBase):
+    """Runs deploykit's probe script and returns its output lines."""
+
+    def command(self, script: str) -> str:  # type: ignore[override]
+        return script
+
+    def process(self, output: list[str]) -> list[str]:  # type: ignore[override]
+        return output
+
+
+@dataclass
+class HostOutcome:
+    ok: bool = True
+    error: str = ""
+    steps_done: int = 0
+
+
+@dataclass
+class Session:
+    """Connected hosts and why the others are not."""
+
+    state: State
+    by_name: dict[str, Any]
+    unreachable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def connected(self) -> list[str]:
+        return sorted(n for n, h in self.by_name.items() if h.connected and n not in self.unreachable)
+
+
+class _ErrorCapture(logging.Handler):
+    """pyinfra reports connection and command errors through logging; keep the last line per host."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _host_data(h: Host, accept_new_host_keys: bool) -> dict[str, Any]:
+    return {
+        "ssh_hostname": str(h.address),
+        "ssh_user": h.ssh.user,
+        "ssh_port": h.ssh.port,
+        "ssh_key": str(h.ssh.identity_file),
+        "ssh_known_hosts_file": str(h.ssh.known_hosts),
+        "ssh_strict_host_key_checking": "accept-new" if accept_new_host_keys else "yes",
+        "ssh_config_file": "/dev/null",
+        "ssh_allow_agent": False,
+        "ssh_look_for_keys": False,
+        "ssh_connect_retries": CONNECT_RETRIES,
+        "ssh_connect_retry_min_delay": 0.5,
+        "ssh_connect_retry_max_delay": 2.0,
+        "ssh_paramiko_connect_kwargs": {"banner_timeout": CONNECT_TIMEOUT_S, "auth_timeout": CONNECT_TIMEOUT_S},
+    }
+
+
+def _quiet_pyinfra() -> _ErrorCapture:
+    log = logging.getLogger("pyinfra")
+    log.propagate = False
+    for h in list(log.handlers):
+        log.removeHandler(h)
+    capture = _ErrorCapture()
+    log.addHandler(capture)
+    log.setLevel(logging.WARNING)
+    return capture
+
+
+def connect(hosts: Iterable[Host], *, accept_new_host_keys: bool = False,
+            progress: Callable[[str, bool], None] | None = None) -> Session:
+    """Connect to every host in parallel (bounded); unreachable ones are recorded, not fatal."""
+    hosts = list(hosts)
+    capture = _quiet_pyinfra()
+    inventory = Inventory(([(h.name, _host_data(h, accept_new_host_keys)) for h in hosts], {}))
+    config = Config(CONNECT_TIMEOUT=CONNECT_TIMEOUT_S, PARALLEL=min(MAX_PARALLEL, max(1, len(hosts))),
+                    FAIL_PERCENT=None)
+    state = State(inventory, config)
+    by_name = {h.name: inventory.get_host(h.name) for h in hosts}
+    session = Session(state, by_name)
+
+    def _connect(name: str) -> None:
+        host = by_name[name]
+        try:
+            host.connect(show_errors=False, raise_exceptions=True)
+        except ConnectError as exc:
+            session.unreachable[name] = _connect_message(str(exc.args[0]) if exc.args else str(exc))
+        except Exception as exc:  # paramiko raises a zoo of errors; each is this host's problem only
+            session.unreachable[name] = _connect_message(f"{type(exc).__name__}: {exc}")
+        if progress:
+            progress(name, name not in session.unreachable)
+
+    gevent.joinall([state.pool.spawn(_connect, h.name) for h in hosts])
+    for name, host in by_name.items():
+        if host.connected and name not in session.unreachable:
+            state.activate_host(host)
+    capture.lines.clear()
+    return session
+
+
+def _connect_message(raw: str) -> str:
+    text = raw.strip().splitlines()[-1] if raw.strip() else "connection failed"
+    if "StrictPolicy" in text or "No host key" in text:
+        return ("host key not in known_hosts: refusing to connect (verify the host's key and add it to "
+                "known_hosts, or pass --accept-new-host-keys to trust it on first use)")
+    if "BadHostKey" in text or "does not match" in text:
+        return ("HOST KEY CHANGED: the key this host offers differs from known_hosts; refusing to connect "
+                "(possible man-in-the-middle, or the server was reinstalled: check, then fix known_hosts)")
+    if "Authentication" in text:
+        return f"SSH authentication failed ({text}); check ssh.user and ssh.identity_file"
+    if "timed out" in text.lower() or "Unable to connect" in text or "Could not connect" in text:
+        return f"unreachable: {text}"
+    return text
+
+
+def disconnect(session: Session) -> None:
+    for host in session.by_name.values():
+        if host.connected:
+            try:
+                host.disconnect()
+            except Exception:  # noqa: S110 - a failing disconnect changes nothing
+                pass
+
+
+def probe(session: Session, specs: dict[str, ProbeSpec]) -> tuple[dict[str, HostFacts], dict[str, str]]:
+    """Facts for each connected host; hosts whose probe failed are returned with the reason."""
+    facts: dict[str, HostFacts] = {}
+    errors: dict[str, str] = {}
+
+    def _one(name: str) -> None:
+        host = session.by_name[name]
+        try:
+            lines = host.get_fact(_Probe, script=probe_command(specs[name]), _shell_executable="sh")
+            if lines is None:
+                errors[name] = "the probe command failed"
+                return
+            facts[name] = parse_probe(specs[name], list(lines))
+        except ProbeError as exc:
+            errors[name] = str(exc)
+        except (PyinfraError, OSError, EOFError) as exc:
+            errors[name] = f"probe failed: {exc}"
+
+    names = [n for n in session.connected if n in specs]
+    gevent.joinall([session.state.fact_pool.spawn(_one, n) for n in names])
+    return facts, errors
+
+
+def run_steps(session: Session, steps: dict[str, list[Step]],
+              on_step: Callable[[str, str], None] | None = None) -> dict[str, HostOutcome]:
+    """Run each host's steps in order, hosts in parallel; a failing step stops that host only."""
+    state = session.state
+    outcomes = {name: HostOutcome() for name in steps}
+    names = [n for n in steps if n in session.connected and steps[n]]
+    if not names:
+        return outcomes
+    # A fresh operation list for this phase (the connections are kept).
+    state.op_meta = {}
+    for host in session.by_name.values():
+        host.op_hash_order = []
+        state.ops[host] = {}
+        state.results[host] = StateHostResults()
+        state.meta[host] = StateHostMeta()
+    metas: dict[str, list[tuple[str, Any]]] = {}
+    for name in names:
+        host = session.by_name[name]
+        metas[name] = []
+        for step in steps[name]:
+            if isinstance(step, Upload):
+                result = add_op(state, files.put, name=step.description, src=io.BytesIO(step.content.encode()),
+                                dest=step.dest, user=step.owner, group=step.group, mode=step.mode,
+                                create_remote_dir=False, host=host)
+            else:
+                assert isinstance(step, Shell)
+                result = add_op(state, server.shell, name=step.description, commands=[step.command], host=host)
+            metas[name].append((step.description, result[host]))
+    capture = _quiet_pyinfra()
+    try:
+        run_ops(state, no_wait=True)
+    except PyinfraError:
+        pass  # every host failed; each one's outcome is read below
+    for name in names:
+        host = session.by_name[name]
+        outcome = outcomes[name]
+        for description, meta in metas[name]:
+            try:
+                succeeded = meta.did_succeed(_raise_if_not_complete=False)
+            except Exception:
+                succeeded = False
+            if not meta.is_complete():
+                break
+            if not succeeded:
+                outcome.ok = False
+                detail = (meta.stderr or meta.stdout or "").strip().splitlines()[-3:]
+                outcome.error = f"{description}: " + (" | ".join(detail) or "failed")
+                break
+            outcome.steps_done += 1
+            if on_step:
+                on_step(name, description)
+        else:
+            continue
+        if outcome.ok and outcome.steps_done < len(metas[name]):
+            outcome.ok = False
+            outcome.error = _last_error_for(name, capture) or "stopped before all steps ran (connection lost?)"
+    return outcomes
+
+
+def _last_error_for(name: str, capture: _ErrorCapture) -> str:
+    for line in reversed(capture.lines):
+        if name in line:
+            return line.split("]", 1)[-1].strip()
+    return ""

@@ -1,0 +1,67 @@
+"""What one role wants on one host: packages, directories, files (rendered), services, waits.
+
+Roles (`roles/<service>.py`) build a `RoleState` from the plan's typed per-host config; the online plan
+compares it with facts gathered from the host, and the executor applies exactly the differences.
+Everything here is data: no SSH, no pyinfra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class ManagedFile:
+    path: str
+    content: str
+    mode: str = "0644"
+    owner: str = "root"
+    group: str = "root"
+    # Shell command that checks the new file before it replaces the live one; `{path}` is the candidate
+    # file's path (e.g. "haproxy -c -f {path}"). A failing check leaves the live file untouched.
+    validate: str | None = None
+    # Seed files are rewritten at run time by their service (Redis, Sentinel): deploykit writes one only
+    # when it is absent or when the seed itself changed (tracked by a sidecar hash), never to undo the
+    # service's own edits (e.g. a failover's new `replicaof`).
+    seed: bool = False
+    # Services to restart (or reload, see Service.reload) when this file changes.
+    notify: tuple[str, ...] = ()
+    # Shell command run once after a changed file is in place, before notified services restart
+    # (e.g. load sysctls, `systemctl daemon-reload` is automatic for files under /etc/systemd).
+    after_change: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    path: str
+    mode: str = "0755"
+    owner: str = "root"
+    group: str = "root"
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str  # systemd unit, e.g. "etcd" or "patroni"
+    enabled: bool = True
+    running: bool = True
+    reload: bool = False  # on a notified change, `systemctl reload` instead of restart
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """A command run after the role's services are (re)started, retried until it succeeds or times out."""
+
+    description: str  # "etcd member healthy"
+    command: str  # shell command; exit 0 means ready
+    timeout_s: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class RoleState:
+    role: str  # "etcd", "db", ...
+    packages: tuple[str, ...] = ()
+    directories: tuple[Directory, ...] = ()
+    files: tuple[ManagedFile, ...] = ()
+    services: tuple[Service, ...] = ()
+    masked: tuple[str, ...] = ()  # units that must not run (e.g. Debian's default postgresql cluster)
+    waits: tuple[Wait, ...] = field(default_factory=tuple)

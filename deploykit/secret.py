@@ -1,0 +1,41 @@
+"""Secrets as a type: the value is there for templates, never in a repr, a log line or a plan."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class Secret:
+    __slots__ = ("name", "_value")
+
+    def __init__(self, name: str, value: str) -> None:
+        self.name = name
+        self._value = value
+
+    def reveal(self) -> str:
+        """The real value: only for rendering a config file or a command sent to a host."""
+        return self._value
+
+    def __str__(self) -> str:
+        return f"<secret:{self.name}>"
+
+    __repr__ = __str__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other.name == self.name and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash((self.name, self._value))
+
+
+class Redactor:
+    """Replaces every known secret value in text with `<redacted:name>`."""
+
+    def __init__(self, secrets: Iterable[Secret] = ()) -> None:
+        self._pairs = sorted(((s.reveal(), s.name) for s in secrets if s.reveal()), key=lambda p: -len(p[0]))
+
+    def __call__(self, text: str) -> str:
+        for value, name in self._pairs:
+            if value in text:
+                text = text.replace(value, f"<redacted:{name}>")
+        return text

@@ -1,0 +1,123 @@
+"""Generated secrets, stored next to the inventory, encrypted with a key kept outside its directory.
+
+File: `<inventory dir>/<inventory stem>.secrets` (a Fernet token: AES-128-CBC + HMAC-SHA256), safe to commit.
+Key: `$DEPLOYKIT_KEY_FILE`, else `~/.config/deploykit/keys/<deployment name>.key` (created on first use, 0600).
+A key file inside the inventory's directory is refused: whoever can read the directory must not get both.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets as pysecrets
+import string
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from deploykit.errors import DeploykitError
+from deploykit.inventory.model import Inventory
+from deploykit.secret import Redactor, Secret
+
+ALPHABET = string.ascii_letters + string.digits  # safe in every config format we write
+LENGTH = 32
+
+
+class SecretsError(DeploykitError):
+    """The secrets file or its key cannot be used."""
+
+
+def key_path(inv: Inventory) -> Path:
+    env = os.environ.get("DEPLOYKIT_KEY_FILE")
+    if env:
+        return Path(env).expanduser().resolve()
+    base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    return (base / "deploykit" / "keys" / f"{inv.name}.key").resolve()
+
+
+def secrets_path(inv: Inventory) -> Path:
+    return inv.path.with_name(f"{inv.path.stem}.secrets")
+
+
+class SecretStore:
+    def __init__(self, inv: Inventory, *, create_key: bool = True) -> None:
+        self.inv = inv
+        self.path = secrets_path(inv)
+        self.key_file = key_path(inv)
+        if self.key_file.is_relative_to(inv.directory.resolve()):
+            raise SecretsError(f"the secrets key {self.key_file} is inside the inventory directory "
+                               f"{inv.directory}; keep it elsewhere (set DEPLOYKIT_KEY_FILE)")
+        self._fernet = Fernet(self._load_key(create_key))
+        self._values: dict[str, str] = self._read()
+
+    def _load_key(self, create: bool) -> bytes:
+        if self.key_file.exists():
+            key = self.key_file.read_bytes().strip()
+            try:
+                Fernet(key)
+            except ValueError as exc:
+                raise SecretsError(f"{self.key_file} is not a deploykit secrets key") from exc
+            return key
+        if self.path.exists():
+            raise SecretsError(f"{self.path} exists but its key {self.key_file} is missing; restore the key "
+                               "(or set DEPLOYKIT_KEY_FILE) — a new key cannot read the stored secrets")
+        if not create:
+            raise SecretsError(f"no secrets key at {self.key_file}; nothing has been generated yet")
+        self.key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = Fernet.generate_key()
+        fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key + b"\n")
+        return key
+
+    def _read(self) -> dict[str, str]:
+        if not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self._fernet.decrypt(self.path.read_bytes().strip()))
+        except InvalidToken as exc:
+            raise SecretsError(f"{self.path} cannot be decrypted with {self.key_file}: wrong key or a "
+                               "damaged file") from exc
+        values = data.get("secrets", {}) if isinstance(data, dict) else {}
+        return {str(k): str(v) for k, v in values.items()}
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        lock = self.path.with_name(self.path.name + ".lock")
+        with open(lock, "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _write(self) -> None:
+        token = self._fernet.encrypt(json.dumps({"version": 1, "secrets": self._values}, sort_keys=True).encode())
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_bytes(token + b"\n")
+        os.replace(tmp, self.path)
+
+    def get(self, name: str) -> Secret:
+        """The secret `name`, generated and stored on first use."""
+        if name not in self._values:
+            with self._locked():
+                self._values.update({k: v for k, v in self._read().items() if k not in self._values})
+                if name not in self._values:
+                    self._values[name] = "".join(pysecrets.choice(ALPHABET) for _ in range(LENGTH))
+                    self._write()
+        return Secret(name, self._values[name])
+
+    def existing(self, name: str) -> Secret:
+        if name not in self._values:
+            known = ", ".join(sorted(self._values)) or "none yet"
+            raise SecretsError(f"no secret named '{name}' for {self.inv.name} (known: {known})")
+        return Secret(name, self._values[name])
+
+    def names(self) -> list[str]:
+        return sorted(self._values)
+
+    def redactor(self) -> Redactor:
+        return Redactor(Secret(k, v) for k, v in self._values.items())
