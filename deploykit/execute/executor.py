@@ -10,7 +10,7 @@ from __future__ import annotations
 from gevent import monkey
 
 if not monkey.is_module_patched("socket"):
-    monkey.patch_all(thread=False, subprocess=False)
+    monkey.patch_all()
 
 import io  # noqa: E402
 import logging  # noqa: E402
@@ -29,6 +29,10 @@ from pyinfra.operations import files, server  # noqa: E402
 from deploykit.execute.probe import HostFacts, ProbeError, ProbeSpec, parse_probe, probe_command  # noqa: E402
 from deploykit.execute.steps import Shell, Step, Upload  # noqa: E402
 from deploykit.inventory.model import Host  # noqa: E402
+
+# A host whose operation fails ends its greenlet with PyinfraError: that is reported per host, not printed.
+_hub = gevent.get_hub()
+_hub.NOT_ERROR = (*_hub.NOT_ERROR, PyinfraError)
 
 CONNECT_TIMEOUT_S = 10
 CONNECT_RETRIES = 2
@@ -192,6 +196,7 @@ def run_steps(session: Session, steps: dict[str, list[Step]],
     if not names:
         return outcomes
     # A fresh operation list for this phase (the connections are kept).
+    state.is_executing = False
     state.op_meta = {}
     for host in session.by_name.values():
         host.op_hash_order = []

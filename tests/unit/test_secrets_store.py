@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from deploykit.inventory import load_inventory
+from deploykit.secrets_store import SecretsError, SecretStore
+
+LAB = Path(__file__).resolve().parents[2] / "inventories" / "lab.yml"
+
+
+@pytest.fixture()
+def inv(tmp_path, monkeypatch):
+    d = tmp_path / "inv"
+    d.mkdir()
+    shutil.copy(LAB, d / "lab.yml")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("DEPLOYKIT_KEY_FILE", raising=False)
+    return load_inventory(d / "lab.yml")
+
+
+def test_generated_once_stored_encrypted_and_stable(inv):
+    store = SecretStore(inv)
+    pw = store.get("db-superuser-password")
+    assert len(pw.reveal()) == 32 and pw.reveal().isalnum()
+    raw = store.path.read_bytes()
+    assert pw.reveal().encode() not in raw and b"db-superuser-password" not in raw
+    again = SecretStore(inv)
+    assert again.get("db-superuser-password") == pw
+    assert again.names() == ["db-superuser-password"]
+    key = again.key_file
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert not key.is_relative_to(inv.directory)
+
+
+def test_secret_repr_is_redacted(inv):
+    pw = SecretStore(inv).get("cache-password")
+    assert pw.reveal() not in repr(pw) and pw.reveal() not in str(pw) and pw.reveal() not in f"{pw}"
+
+
+def test_redactor_replaces_every_value(inv):
+    store = SecretStore(inv)
+    a, b = store.get("a"), store.get("b")
+    text = f"x={a.reveal()} y={b.reveal()}"
+    assert store.redactor()(text) == "x=<redacted:a> y=<redacted:b>"
+
+
+def test_wrong_key_is_a_clear_error(inv, tmp_path, monkeypatch):
+    SecretStore(inv).get("x")
+    other = tmp_path / "other.key"
+    from cryptography.fernet import Fernet
+
+    other.write_bytes(Fernet.generate_key())
+    monkeypatch.setenv("DEPLOYKIT_KEY_FILE", str(other))
+    with pytest.raises(SecretsError, match="cannot be decrypted"):
+        SecretStore(inv)
+
+
+def test_missing_key_with_existing_secrets_is_refused(inv):
+    store = SecretStore(inv)
+    store.get("x")
+    os.remove(store.key_file)
+    with pytest.raises(SecretsError, match="key .* is missing"):
+        SecretStore(inv)
+
+
+def test_key_inside_inventory_directory_is_refused(inv, monkeypatch):
+    monkeypatch.setenv("DEPLOYKIT_KEY_FILE", str(inv.directory / "k.key"))
+    with pytest.raises(SecretsError, match="inside the inventory directory"):
+        SecretStore(inv)
+
+
+def test_unknown_secret_lists_known(inv):
+    store = SecretStore(inv)
+    store.get("cache-password")
+    with pytest.raises(SecretsError, match="known: cache-password"):
+        store.existing("nope")
