@@ -85,7 +85,8 @@ def test_seed_file_is_left_alone_once_written_even_if_the_service_rewrote_it():
     seed = ManagedFile("/etc/redis/sentinel.conf", "sentinel monitor m 10.0.0.1 6379 2\n", seed=True)
     state = RoleState("cache", files=(seed,))
     rewritten = b"sentinel monitor m 10.0.0.2 6379 2\nsentinel known-replica m 10.0.0.1 6379\n"
-    f = HostFacts(files={seed.path: FileFact(0o644, "root", "root", rewritten)}, seeds={seed.path: sha256(seed.content)})
+    f = HostFacts(files={seed.path: FileFact(0o644, "root", "root", rewritten)},
+                  seeds={seed.path: sha256(seed.content)})
     assert not diff_host("h", [state], f, ident).changed
     # ... but a changed seed (the inventory changed) is written again
     f.seeds[seed.path] = sha256("an older seed")

@@ -95,8 +95,9 @@ def test_garbled_output_is_an_error():
 
 def test_fingerprint_changes_with_content_mode_and_units():
     spec = ProbeSpec(files=("/a",), units=("u",))
-    base = parse_probe(spec, _out("@@FILE /a 644:root:root", base64.b64encode(b"1").decode(), "@@UNIT u enabled active"))
-    same = parse_probe(spec, _out("@@FILE /a 644:root:root", base64.b64encode(b"1").decode(), "@@UNIT u enabled active"))
+    one = base64.b64encode(b"1").decode()
+    base = parse_probe(spec, _out("@@FILE /a 644:root:root", one, "@@UNIT u enabled active"))
+    same = parse_probe(spec, _out("@@FILE /a 644:root:root", one, "@@UNIT u enabled active"))
     other_content = parse_probe(spec, _out("@@FILE /a 644:root:root", base64.b64encode(b"2").decode(),
                                            "@@UNIT u enabled active"))
     other_mode = parse_probe(spec, _out("@@FILE /a 600:root:root", base64.b64encode(b"1").decode(),
