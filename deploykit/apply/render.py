@@ -80,8 +80,12 @@ def print_plan(console: Console, plan: OnlinePlan, show_diffs: bool = True) -> N
     if plan.missing_roles:
         console.print(Text(f"note: roles not available in this version, not planned: "
                            f"{', '.join(plan.missing_roles)}", style="yellow"))
-    style = "bold yellow" if plan.changed else "bold green"
-    console.print(Text(plan.summary() + ("" if plan.changed else ". No changes."), style=style))
+    if plan.has_errors:
+        console.print(Text(plan.summary() + ": the hosts marked ! could not be planned", style="bold red"))
+    elif plan.changed:
+        console.print(Text(plan.summary(), style="bold yellow"))
+    else:
+        console.print(Text(plan.summary() + ". No changes.", style="bold green"))
 
 
 def print_recap(console: Console, result: ApplyResult) -> None:

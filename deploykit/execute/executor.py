@@ -99,6 +99,9 @@ def _host_data(h: Host, accept_new_host_keys: bool) -> dict[str, Any]:
 
 
 def _quiet_pyinfra() -> _ErrorCapture:
+    paramiko_log = logging.getLogger("paramiko")
+    paramiko_log.propagate = False
+    paramiko_log.setLevel(logging.CRITICAL + 1)
     log = logging.getLogger("pyinfra")
     log.propagate = False
     for h in list(log.handlers):

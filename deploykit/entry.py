@@ -1,0 +1,28 @@
+"""Console-script entry: commands that connect to hosts get gevent's monkey-patching first.
+
+pyinfra runs hosts as gevent greenlets; paramiko's transport threads must be greenlets too, which only
+works if threading and sockets are patched before anything imports them. Pure commands (validate,
+plan --offline, lab, secrets) skip it and stay fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+CONNECTING = {"plan", "apply", "status"}
+
+
+def needs_gevent(args: list[str]) -> bool:
+    command = next((a for a in args if not a.startswith("-")), "")
+    return command in CONNECTING and "--offline" not in args
+
+
+def main() -> Any:
+    if needs_gevent(sys.argv[1:]):
+        from gevent import monkey
+
+        monkey.patch_all()
+    from deploykit.cli import main as cli_main
+
+    return cli_main()
