@@ -83,8 +83,8 @@ def build(src: Source, file: Path) -> Inventory | None:
                   f"{SUPPORTED_VERSION}")
         return None
     head = validate_part(src, _Head, {k: data[k] for k in _Head.model_fields if k in data}, ())
-    ssh = validate_part(src, schema.SshSpec, data.get("ssh") or {}, ("ssh",))
-    services = validate_part(src, schema.ServicesSpec, data.get("services") or {}, ("services",))
+    ssh = validate_part(src, schema.SshSpec, _or_empty(data.get("ssh")), ("ssh",))
+    services = validate_part(src, schema.ServicesSpec, _or_empty(data.get("services")), ("services",))
     levels = _check_levels(src, head.failure_domains if head else ["host"])
     if head is not None and not _DOMAIN.match(head.domain):
         src.error(("domain",), f"'{head.domain}' is not a valid DNS name (lower-case, like chirp.example)")
@@ -95,7 +95,7 @@ def build(src: Source, file: Path) -> Inventory | None:
     ssh_defaults = _ssh_settings(file, _SSH_DEFAULTS, ssh)
     hosts = _build_hosts(src, entries, sites, file, ssh_defaults, ssh)
     svc = _build_services(services)
-    _check_tiers(src, hosts, sites, entries, levels)
+    _check_tiers(src, sites, entries, levels)
     _check_ports(src, svc, hosts, entries)
 
     if head is None or ssh is None or services is None or any(p.severity == "error" for p in src.problems):
@@ -106,6 +106,11 @@ def build(src: Source, file: Path) -> Inventory | None:
         sites={n: s for n, s in sites.items() if s is not None},
         hosts=tuple(sorted(hosts, key=lambda h: h.name)), services=svc, warnings=warnings,
     )
+
+
+def _or_empty(value: Any) -> Any:
+    """An absent or empty (`ssh:`) section means defaults; any other value is checked as it is."""
+    return {} if value is None else value
 
 
 class _Head(schema._Spec):
@@ -306,9 +311,31 @@ def _build_services(spec: schema.ServicesSpec | None) -> Services:
     )
 
 
-def _check_tiers(src: Source, hosts: list[Host], sites: dict[str, Site | None], entries: list[_Entry],
-                 levels: list[str]) -> None:
+@dataclass(frozen=True)
+class _Member:
+    """A host as the tier checks see it: also from entries with another error (an unknown role,
+    a broken site), so that one typo does not cause a cascade of misleading tier errors."""
+
+    name: str
+    site: str
+    roles: tuple[str, ...]
+    rack: str | None
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+
+def _members(entries: list[_Entry]) -> list[_Member]:
+    out = []
+    for e in entries:
+        roles = tuple(r for r in ROLES if r in e.spec.roles)
+        out.extend(_Member(n, e.spec.site, roles, e.spec.rack) for n in e.names)
+    return out  # file order: messages name hosts as the reader meets them
+
+
+def _check_tiers(src: Source, sites: dict[str, Site | None], entries: list[_Entry], levels: list[str]) -> None:
     entry_of = {n: e for e in entries for n in e.names}
+    hosts = _members(entries)
     for name, site in sites.items():
         lbs = [h for h in hosts if h.site == name and h.has("lb")]
         if site is not None and site.vip is None and lbs:

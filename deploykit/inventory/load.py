@@ -35,7 +35,7 @@ def check_inventory(path: str | Path) -> tuple[Inventory | None, list[Problem]]:
         line = raw[: exc.start].count(b"\n") + 1
         return None, [Problem(shown, line, "", "is not UTF-8 text (binary file or wrong encoding); save it as UTF-8")]
     src = parse_yaml(text, shown)
-    if src.data is None:  # syntax error or empty: nothing to check further
+    if src.data is None and src.problems:  # syntax error or empty file: nothing to check further
         return None, src.problems
     inv = build(src, file)
     problems = sorted(src.problems, key=lambda p: (p.line or 0))

@@ -25,6 +25,8 @@ class Source:
     data: Any = None
     lines: dict[KeyPath, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    built: dict[int, tuple[Any, Any]] = field(default_factory=dict)
+    count: int = 0
 
     def line_of(self, path: KeyPath) -> int | None:
         """The line of `path`, or of its nearest ancestor that has one."""
@@ -63,8 +65,15 @@ def parse_yaml(text: str, file: str) -> Source:
         if exc.context and "expected a single document" in exc.context:
             what = "holds more than one YAML document (a second '---'); an inventory is one document"
         src.problems.append(Problem(file, line, "", f"YAML syntax error: {what}"))
-    except yaml.YAMLError as exc:  # reader errors (e.g. control characters) carry no mark attribute
-        src.problems.append(Problem(file, None, "", f"YAML error: {exc}"))
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow; no mark, only a position
+        line = text[: exc.position].count("\n") + 1
+        char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+        src.problems.append(Problem(file, line, "", f"character #x{char:04x} is not allowed in YAML; remove it"))
+    except yaml.YAMLError as exc:
+        src.problems.append(Problem(file, None, "", f"YAML error: {' '.join(str(exc).split())}"))
+    except _TooLarge:
+        src.problems.append(Problem(file, None, "", f"aliases expand to more than {MAX_NODES} values; "
+                                    "an inventory does not need that many (recursive or nested aliases?)"))
     except RecursionError:
         src.problems.append(Problem(file, None, "", "YAML nesting is too deep (recursive alias?)"))
     finally:
@@ -72,16 +81,32 @@ def parse_yaml(text: str, file: str) -> Source:
     return src
 
 
+MAX_NODES = 200_000
+
+
+class _TooLarge(Exception):
+    pass
+
+
 def _build(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, src: Source) -> Any:
+    """Build each node once: an alias shares the anchor's value (no exponential re-expansion)."""
+    built = src.built.get(id(node))
+    if built is not None:
+        return built[1]
+    src.count += 1
+    if src.count > MAX_NODES:
+        raise _TooLarge
     if isinstance(node, yaml.MappingNode):
-        return _build_mapping(loader, node, path, src)
-    if isinstance(node, yaml.SequenceNode):
-        out = []
+        value: Any = _build_mapping(loader, node, path, src)
+    elif isinstance(node, yaml.SequenceNode):
+        value = []
         for i, child in enumerate(node.value):
             src.lines[path + (i,)] = child.start_mark.line + 1
-            out.append(_build(loader, child, path + (i,), src))
-        return out
-    return loader.construct_object(node, deep=True)
+            value.append(_build(loader, child, path + (i,), src))
+    else:
+        value = loader.construct_object(node, deep=True)
+    src.built[id(node)] = (node, value)  # keeps the node alive so its id stays unique
+    return value
 
 
 def _build_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, path: KeyPath, src: Source) -> Any:
@@ -115,6 +140,6 @@ def _build_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, path: KeyPat
                 f"key {key!r} must be text; quote it (\"{key}\")"))
             key = str(key)
         child = path + (key,)
-        src.lines.setdefault(child, key_node.start_mark.line + 1)
+        src.lines[child] = key_node.start_mark.line + 1  # an explicit key after a merge wins, with its line
         out[key] = _build(loader, value_node, child, src)
     return out
