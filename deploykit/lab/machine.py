@@ -1,0 +1,234 @@
+"""One lab server on this machine: an overlay on the base, a cgroup of its own, a booted systemd-nspawn.
+
+The machine's PID 1 need not be systemd: nspawn runs with `--register=no --keep-unit` in a cgroup made by
+hand, started by a small `sh` supervisor in its own session that restarts it when the server reboots (nspawn
+exits 133, as systemd-nspawn@.service handles it). Killing a server is SIGKILL of the container's PID 1:
+its PID namespace and network vanish at once, as on power loss; the overlay (its disk) stays.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from deploykit.errors import LabError
+from deploykit.lab.layout import Server
+from deploykit.lab.proc import run
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+REBOOT_EXIT_CODE = 133
+
+# $0 = the inner script, $1 = cgroup dirs joined by ':', then the nspawn argv.
+SUPERVISOR_SCRIPT = 'while :; do sh -c "$0" dklab-enter "$@"; rc=$?; [ "$rc" -eq 133 ] || exit "$rc"; done'
+ENTER_CGROUPS_SCRIPT = 'IFS=:; for c in $1; do echo $$ > "$c/cgroup.procs" || exit 1; done; unset IFS; shift; exec "$@"'
+
+
+def cgroup_hierarchies(root: Path = CGROUP_ROOT) -> list[Path]:
+    """The hierarchies a server's cgroup is made in: v1 name=systemd (+ unified, memory), or pure v2."""
+    if (root / "cgroup.controllers").is_file():
+        return [root]
+    return [root / h for h in ("systemd", "unified", "memory") if (root / h).is_dir()]
+
+
+def cgroup_dirs(lab: str, name: str, root: Path = CGROUP_ROOT) -> list[Path]:
+    return [h / f"deploykit-lab-{lab}" / name for h in cgroup_hierarchies(root)]
+
+
+def nspawn_argv(server: Server, root: Path) -> list[str]:
+    return [
+        "systemd-nspawn", "--boot", "--register=no", "--keep-unit", f"--machine={server.name}",
+        f"--directory={root}", f"--network-bridge={server.segment.bridge}", "--resolv-conf=off",
+        "--timezone=off", "--link-journal=no", "--console=read-only",
+    ]  # fmt: skip
+
+
+def supervisor_argv(cgroups: list[Path], nspawn: list[str]) -> list[str]:
+    return ["sh", "-c", SUPERVISOR_SCRIPT, ENTER_CGROUPS_SCRIPT, ":".join(str(c) for c in cgroups), *nspawn]
+
+
+def network_unit(server: Server) -> str:
+    seg = server.segment
+    return (
+        "[Match]\nName=host0\n\n"
+        f"[Network]\nAddress={server.address}/{seg.network.prefixlen}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n\n"
+        f"[Route]\nDestination=10.77.0.0/16\nGateway={seg.gateway}\n"
+    )
+
+
+class Machine:
+    """A lab server's files and processes on this machine."""
+
+    def __init__(self, lab: str, server: Server, directory: Path) -> None:
+        self.lab = lab
+        self.server = server
+        self.directory = directory
+        self.upper = directory / "upper"
+        self.work = directory / "work"
+        self.root = directory / "root"
+        self.ready_marker = directory / "ready"
+        self.console_log = directory / "console.log"
+        self.supervisor_pid_file = directory / "supervisor.pid"
+
+    @property
+    def cgroups(self) -> list[Path]:
+        return cgroup_dirs(self.lab, self.server.name)
+
+    # disk -----------------------------------------------------------------------------------------------
+    def is_created(self) -> bool:
+        return self.ready_marker.is_file()
+
+    def is_mounted(self) -> bool:
+        return os.path.ismount(self.root)
+
+    def mount(self, base: Path) -> None:
+        if self.is_mounted():
+            return
+        for d in (self.upper, self.work, self.root):
+            d.mkdir(parents=True, exist_ok=True)
+        options = f"lowerdir={base},upperdir={self.upper},workdir={self.work}"
+        run(["mount", "-t", "overlay", f"dklab-{self.server.name}", "-o", options, str(self.root)])
+
+    def write_file(self, rel: str, content: str, mode: int = 0o644) -> None:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        path.chmod(mode)
+
+    def mark_ready(self) -> None:
+        self.ready_marker.write_text("")
+
+    # processes ------------------------------------------------------------------------------------------
+    def pids(self) -> list[int]:
+        """Every process in the server's cgroup tree (systemd hierarchy)."""
+        found: list[int] = []
+        top = self.cgroups[0] if self.cgroups else None
+        if top is None or not top.is_dir():
+            return found
+        for dirpath, _dirs, files in os.walk(top):
+            if "cgroup.procs" in files:
+                try:
+                    found += [int(p) for p in Path(dirpath, "cgroup.procs").read_text().split()]
+                except OSError:
+                    continue
+        return found
+
+    def init_pid(self) -> int | None:
+        """The container's PID 1, seen from the machine (the process whose innermost NSpid is 1)."""
+        for pid in self.pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("NSpid:"):
+                    ids = line.split()[1:]
+                    if len(ids) >= 2 and ids[-1] == "1":
+                        return pid
+        return None
+
+    def is_running(self) -> bool:
+        return self.init_pid() is not None
+
+    def supervisor_pid(self) -> int | None:
+        try:
+            pid = int(self.supervisor_pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        return pid if f"--machine={self.server.name}".encode() in cmdline else None
+
+    def failure(self) -> str | None:
+        """Why the server is not running, if its supervisor has given up (the console log's last line)."""
+        if self.is_running() or self.supervisor_pid() is not None:
+            return None
+        try:
+            lines = self.console_log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            lines = []
+        return lines[-1] if lines else "exited"
+
+    def start(self) -> None:
+        """Boot the server (its disk must be mounted). A server already running is left as it is."""
+        if self.is_running():
+            return
+        deadline = time.monotonic() + 5
+        while self.supervisor_pid() is not None and time.monotonic() < deadline:  # the killed one, exiting
+            time.sleep(0.02)
+        for c in self.cgroups:
+            c.mkdir(parents=True, exist_ok=True)
+        with open(self.console_log, "ab") as log:
+            proc = subprocess.Popen(
+                supervisor_argv(self.cgroups, nspawn_argv(self.server, self.root)),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self.supervisor_pid_file.write_text(str(proc.pid))
+
+    def kill(self) -> bool:
+        """Abrupt power loss: SIGKILL the container's PID 1. False if it was not running."""
+        pid = self.init_pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while self.init_pid() == pid and time.monotonic() < deadline:  # until nspawn has reaped it
+            time.sleep(0.01)
+        return True
+
+    def stop(self) -> None:
+        """Kill the server and everything of it (supervisor, nspawn), and wait until all is gone."""
+        supervisor = self.supervisor_pid()
+        if supervisor is not None:
+            os.kill(supervisor, signal.SIGKILL)  # no restart after the kill below
+        self.kill()
+        deadline = time.monotonic() + 10
+        while (left := self.pids()) and time.monotonic() < deadline:
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
+        if self.pids():
+            raise LabError(f"{self.server.name}: processes left in {self.cgroups[0]} after SIGKILL")
+
+    def remove(self) -> None:
+        """Stop the server and remove its mount, cgroups and files."""
+        self.stop()
+        if self.is_mounted():
+            run(["umount", str(self.root)])
+        if self.is_mounted():
+            raise LabError(f"{self.server.name}: {self.root} is still mounted")
+        for top in self.cgroups:
+            remove_cgroup_tree(top)
+        run(["rm", "-rf", "--one-file-system", str(self.directory)])
+
+    def memory_bytes(self) -> int | None:
+        """Memory the server uses on the machine (its memory cgroup, less reclaimable page cache)."""
+        for c in self.cgroups:
+            stat = c / "memory.stat"
+            usage = c / "memory.usage_in_bytes"
+            if stat.is_file() and usage.is_file():
+                fields = dict(line.split() for line in stat.read_text().splitlines())
+                return int(usage.read_text()) - int(fields.get("total_inactive_file", 0))
+            if (c / "memory.current").is_file():
+                fields = dict(line.split() for line in (c / "memory.stat").read_text().splitlines())
+                return int((c / "memory.current").read_text()) - int(fields.get("inactive_file", 0))
+        return None
+
+
+def remove_cgroup_tree(top: Path) -> None:
+    if not top.is_dir():
+        return
+    for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass
+    parent = top.parent
+    try:
+        parent.rmdir()  # the lab's own directory, once its last server is gone
+    except OSError:
+        pass

@@ -1,0 +1,43 @@
+"""The lab for end-to-end tests: real servers for inventories/lab.yml, up once per session, always removed.
+
+Needs root on Linux (CI runs `sudo ./bin/test`); elsewhere every e2e test is skipped with the reason.
+The first run on a machine builds the lab's base image (about a minute or a few; cached afterwards).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploykit.inventory import load_inventory
+from deploykit.lab.lab import Lab
+
+REPO = Path(__file__).resolve().parents[2]
+LAB_INVENTORY = REPO / "inventories" / "lab.yml"
+
+
+def lab_unavailable() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return f"the lab needs Linux (this is {sys.platform})"
+    if os.geteuid() != 0:
+        return "the lab needs root: run the e2e tests as root (sudo ./bin/test)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """`deploykit lab up inventories/lab.yml`; `lab down` at the end of the session, also after failures."""
+    if (reason := lab_unavailable()) is not None:
+        pytest.skip(reason)
+    the_lab = Lab.for_inventory(load_inventory(LAB_INVENTORY))
+    try:
+        the_lab.up()
+        yield the_lab
+    finally:
+        the_lab.down()
+    left = the_lab.remains()
+    assert not left, f"lab down left behind: {left}"
