@@ -7,9 +7,11 @@ The first run on a machine builds the lab's base image (about a minute or a few;
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,3 +43,29 @@ def lab() -> Iterator[Lab]:
         the_lab.down()
     left = the_lab.remains()
     assert not left, f"lab down left behind: {left}"
+
+
+MEASUREMENTS: list[tuple[str, str]] = []
+
+
+@pytest.fixture(scope="session")
+def measure() -> Callable[[str, str], None]:
+    """Record a figure (time, count) that the run prints at the end: what the tests measured."""
+
+    def record(name: str, value: str) -> None:
+        MEASUREMENTS.append((name, value))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if MEASUREMENTS:
+        terminalreporter.section("measured on the lab")
+        for name, value in MEASUREMENTS:
+            terminalreporter.write_line(f"{name}: {value}")
+
+
+def deploykit(*args: str, timeout: float = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `deploykit` command (no TTY, as in CI)."""
+    return subprocess.run([sys.executable, "-m", "deploykit", *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}, cwd=REPO)

@@ -1,0 +1,5 @@
+"""`python -m deploykit ...` is the `deploykit` command."""
+
+from deploykit.entry import main
+
+main()

@@ -1,0 +1,75 @@
+"""A real PostgreSQL 15, Redis and one Sentinel on 127.0.0.1 for chirp's tests, started in a temp dir and
+stopped (and removed) at the end of the session. Skips with the reason when a binary or library is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from chirp_services import MASTER, PASSWORD, PG_BIN, Services, free_port, missing_requirements
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(reason)
+    root = Path(tempfile.mkdtemp(prefix="chirp-test-"))
+    root.chmod(0o755)
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        as_user = ["runuser", "-u", "nobody", "--"]
+    svc = Services(root, free_port(), free_port(), free_port(), as_user)
+    try:
+        for d in ("pg", "sock"):
+            (root / d).mkdir()
+            if as_user:
+                shutil.chown(root / d, "nobody")
+        if as_user:
+            (root / "pg.log").touch()
+            shutil.chown(root / "pg.log", "nobody")
+        subprocess.run(
+            [
+                *as_user,
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(root / "pg"),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        svc.start_pg()
+        svc.psql(f"CREATE ROLE chirp LOGIN PASSWORD '{PASSWORD}'")
+        svc.psql("CREATE DATABASE chirp OWNER chirp")
+        svc.start_redis()
+        svc.start_sentinel()
+        svc.env = {
+            "CHIRP_DB_HOST": "127.0.0.1",
+            "CHIRP_DB_PORT": str(svc.pg_port),
+            "CHIRP_DB_NAME": "chirp",
+            "CHIRP_DB_USER": "chirp",
+            "CHIRP_DB_PASSWORD": PASSWORD,
+            "CHIRP_SENTINELS": f"127.0.0.1:{svc.sentinel_port}",
+            "CHIRP_REDIS_MASTER": MASTER,
+            "CHIRP_REDIS_PASSWORD": PASSWORD,
+            "CHIRP_RELEASE": "rel-test-1",
+            "CHIRP_SECRET_KEY": "k",
+            "CHIRP_HEALTH_TTL_S": "0",
+        }
+        yield svc
+    finally:
+        svc.stop_all()
+        shutil.rmtree(root, ignore_errors=True)

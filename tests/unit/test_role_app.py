@@ -1,0 +1,259 @@
+"""Roles app and worker: per-host config (endpoints, secrets, release id, app source) and the rendered state.
+
+Regenerate the golden files after an intended change: UPDATE_GOLDEN=1 python -m pytest tests/unit -k golden
+(the release id is pinned there, so editing chirp's code does not touch them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from deploykit.inventory import Inventory, load_inventory
+from deploykit.plan import plan_placement
+from deploykit.plan.desired import Service
+from deploykit.plan.hostconfig import ConfigContext
+from deploykit.plan.hostconfig.app import AppHostConfig, AppSourceError, app_config, parse_procfile
+from deploykit.secret import Secret
+from roles import app
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).resolve().parent / "golden" / "app"
+PINNED_RELEASE = "0123456789ab"
+
+
+def secret(name: str) -> Secret:
+    return Secret(name, "s3cr3t-" + name)
+
+
+def context_of(inv: Inventory) -> ConfigContext:
+    return ConfigContext(inv, plan_placement(inv), secret)
+
+
+LAB = context_of(load_inventory(REPO / "inventories" / "lab.yml"))
+
+
+def lab(host: str) -> AppHostConfig:
+    return app_config(LAB, LAB.inv.host(host))
+
+
+# --- config ------------------------------------------------------------------------------------------------
+
+
+def test_lab_config() -> None:
+    cfg = lab("rbx1-web-2")
+    assert (cfg.name, cfg.user, cfg.install_dir, cfg.env_path) == (
+        "chirp",
+        "chirp",
+        "/opt/chirp/app",
+        "/etc/chirp/chirp.env",
+    )
+    assert (cfg.db_host, cfg.db_port, cfg.db_name, cfg.db_user) == ("10.77.2.100", 5000, "chirp", "chirp")
+    assert cfg.sentinels == ("10.77.3.21:26379", "10.77.1.21:26379", "10.77.2.21:26379")  # by host name
+    assert cfg.redis_master == "chirp-lab"
+    assert (cfg.db_password, cfg.cache_password, cfg.secret_key) == (
+        secret("db-app-password"),
+        secret("cache-password"),
+        secret("app-secret-key"),
+    )
+    assert cfg.web_command is not None and cfg.web_command.startswith("gunicorn --bind 10.77.2.12:8000 --workers 2 ")
+    assert cfg.worker_command == "python3 -m chirp worker"
+    assert cfg.release_command == "python3 -m chirp migrate"
+    assert cfg.health_url == "http://10.77.2.12:8000/healthz"
+    assert "s3cr3t" not in repr(cfg)
+
+
+def test_release_is_the_same_on_every_host_and_follows_the_code(tmp_path: Path) -> None:
+    assert len({lab(h.name).release for h in LAB.inv.with_role("app")}) == 1
+    assert len(lab("fra1-web-1").release) == 12
+    other = dataclasses.replace(
+        LAB.inv,
+        services=dataclasses.replace(LAB.inv.services, app=dataclasses.replace(LAB.inv.services.app, workers=3)),
+    )
+    assert app_config(context_of(other), other.host("fra1-web-1")).release != lab("fra1-web-1").release
+
+
+def test_bundled_source_skips_caches() -> None:
+    paths = [f.path for f in lab("fra1-web-1").source.files]
+    assert "Procfile" in paths and "chirp/wsgi.py" in paths and "chirp/web.py" in paths
+    assert not [p for p in paths if "__pycache__" in p or p.endswith(".pyc")]
+
+
+def test_db_endpoint_without_local_lb(
+    load_text: Callable[..., Inventory], make_inventory: Callable[..., str], base_hosts: dict[str, str]
+) -> None:
+    hosts = {**base_hosts, "ams1-web-[1:2]": "{address: 10.3.0.11, site: ams1, roles: [app, worker]}"}
+    ctx = context_of(load_text(make_inventory(hosts=hosts)))
+    assert app_config(ctx, ctx.inv.host("ams1-web-1")).db_host == "10.1.0.100"  # first site with lbs
+    assert app_config(ctx, ctx.inv.host("rbx1-web-1")).db_host == "10.2.0.100"  # its own site's
+
+
+def test_db_endpoint_without_any_lb(
+    load_text: Callable[..., Inventory], make_inventory: Callable[..., str], base_hosts: dict[str, str]
+) -> None:
+    hosts = {k: v.replace("[lb, app, worker]", "[app, worker]") for k, v in base_hosts.items()}
+    ctx = context_of(load_text(make_inventory(hosts=hosts)))
+    cfg = app_config(ctx, ctx.inv.host("fra1-web-1"))
+    assert (cfg.db_host, cfg.db_port) == ("10.3.0.21,10.1.0.21,10.2.0.21", 5432)  # libpq picks read-write
+
+
+def test_only_app_and_worker_hosts() -> None:
+    with pytest.raises(ValueError, match="neither the app nor the worker role"):
+        app_config(LAB, LAB.inv.host("fra1-data-1"))
+
+
+def write_app(root: Path, procfile: str | None, files: dict[str, str | bytes] | None = None) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    if procfile is not None:
+        (root / "Procfile").write_text(procfile)
+    for name, content in (files or {"hello.py": "print('hi')\n"}).items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+
+
+def custom(load_text: Callable[..., Inventory], make_inventory: Callable[..., str], services: str) -> ConfigContext:
+    return context_of(load_text(make_inventory(services=services)))
+
+
+def test_custom_app_with_command(
+    tmp_path: Path, load_text: Callable[..., Inventory], make_inventory: Callable[..., str]
+) -> None:
+    write_app(
+        tmp_path / "apps" / "My_Shop",
+        "worker: ./run-worker --n {workers}\n",
+        {"shop/app.py": "x = 1\n", "run-worker": "#!/bin/sh\n", "shop/__pycache__/app.cpython-311.pyc": b"\0"},
+    )
+    (tmp_path / "apps" / "My_Shop" / "run-worker").chmod(0o755)
+    ctx = custom(
+        load_text,
+        make_inventory,
+        "services:\n  app: {source: apps/My_Shop, command: 'uwsgi --http {address}:{port} 100%', workers: 4}",
+    )
+    cfg = app_config(ctx, ctx.inv.host("fra1-web-1"))
+    assert (cfg.name, cfg.env_prefix, cfg.env_path) == ("my-shop", "MY_SHOP_", "/etc/my-shop/my-shop.env")
+    assert cfg.web_command == "uwsgi --http 10.1.0.11:8000 100%%"  # '%' escaped for systemd
+    assert cfg.worker_command == "./run-worker --n 4"
+    assert cfg.release_command is None
+    assert [(f.path, f.mode) for f in cfg.source.files] == [
+        ("Procfile", "0644"),
+        ("run-worker", "0755"),
+        ("shop/app.py", "0644"),
+    ]
+    state = app.desired_app(cfg)
+    assert [f.path for f in state.files if f.path.endswith(".service")] == [
+        "/etc/systemd/system/my-shop.service",
+        "/etc/systemd/system/my-shop-worker.service",
+    ]
+    assert (
+        "MY_SHOP_DB_PASSWORD=s3cr3t-db-app-password" in next(f for f in state.files if f.path.endswith(".env")).content
+    )
+    assert app.release_command(cfg) is None
+    assert "/opt/my-shop/app/shop" in [d.path for d in state.directories]
+
+
+def test_custom_app_errors(
+    tmp_path: Path, load_text: Callable[..., Inventory], make_inventory: Callable[..., str]
+) -> None:
+    ctx = custom(load_text, make_inventory, "services:\n  app: {source: missing}")
+    with pytest.raises(AppSourceError, match="does not exist"):
+        app_config(ctx, ctx.inv.host("fra1-web-1"))
+    write_app(tmp_path / "noweb", "worker: run\n")
+    ctx = custom(load_text, make_inventory, "services:\n  app: {source: noweb}")
+    with pytest.raises(AppSourceError, match="no command serves the app"):
+        app_config(ctx, ctx.inv.host("fra1-web-1"))
+    write_app(tmp_path / "noworker", None)
+    ctx = custom(load_text, make_inventory, "services:\n  app: {source: noworker, command: serve}")
+    with pytest.raises(AppSourceError, match="no `worker:` line"):
+        app_config(ctx, ctx.inv.host("fra1-web-1"))
+    write_app(tmp_path / "binary", "web: serve\nworker: work\n", {"logo.png": b"\x89PNG\0\0"})
+    ctx = custom(load_text, make_inventory, "services:\n  app: {source: binary}")
+    with pytest.raises(AppSourceError, match="logo.png: not a UTF-8 text file"):
+        app_config(ctx, ctx.inv.host("fra1-web-1"))
+
+
+def test_procfile_parsing() -> None:
+    assert parse_procfile("# c\n\nweb: a b:c\nrelease: m\n", "P") == {"web": "a b:c", "release": "m"}
+    with pytest.raises(AppSourceError, match="P:1: expected one"):
+        parse_procfile("clock: tick\n", "P")
+    with pytest.raises(AppSourceError, match="P:2: expected one"):
+        parse_procfile("web: a\nweb: b\n", "P")
+
+
+def test_env_values_are_quoted_for_systemd() -> None:
+    assert app.env_value("10.0.0.1:26379,10.0.0.2:26379") == "10.0.0.1:26379,10.0.0.2:26379"
+    assert app.env_value(Secret("x", 'a b"c\\d$e')) == '"a b\\"c\\\\d$e"'
+
+
+# --- state -------------------------------------------------------------------------------------------------
+
+
+def test_app_and_worker_host_state() -> None:
+    cfg = lab("fra1-web-1")
+    state = app.desired_app(cfg)
+    assert state.role == "app"
+    assert state.packages == ("gunicorn", "python3-flask", "python3-psycopg2", "python3-redis", "curl")
+    assert state.services == (Service("chirp"), Service("chirp-worker"))
+    by_path = {f.path: f for f in state.files}
+    env = by_path["/etc/chirp/chirp.env"]
+    assert (env.mode, env.owner, env.group, env.notify) == ("0640", "root", "root", ("chirp", "chirp-worker"))
+    code = by_path["/opt/chirp/app/chirp/web.py"]
+    assert code.notify == ("chirp", "chirp-worker") and code.content == (REPO / "apps/chirp/chirp/web.py").read_text()
+    assert by_path["/etc/systemd/system/chirp.service"].notify == ("chirp",)
+    assert by_path["/etc/systemd/system/chirp-worker.service"].notify == ("chirp-worker",)
+    assert by_path["/etc/systemd/system/chirp-release.service"].notify == ()
+    assert by_path["/etc/sysusers.d/chirp.conf"].after_change == "systemd-sysusers /etc/sysusers.d/chirp.conf"
+    assert [w.command for w in state.waits] == [
+        "curl -fsS --max-time 2 -o /dev/null http://10.77.1.11:8000/healthz",
+        "systemctl is-active --quiet chirp-worker.service",
+    ]
+    assert app.release_command(cfg) == "systemctl start chirp-release.service"
+    assert app.desired_worker(cfg) == app.desired_worker(cfg) and app.desired_worker(cfg).files == ()
+    assert app.desired(cfg) == state
+
+
+def test_worker_only_host(
+    load_text: Callable[..., Inventory], make_inventory: Callable[..., str], base_hosts: dict[str, str]
+) -> None:
+    hosts = {**base_hosts, "fra1-bg-1": "{address: 10.1.0.31, site: fra1, roles: [worker]}"}
+    ctx = context_of(load_text(make_inventory(hosts=hosts)))
+    cfg = app_config(ctx, ctx.inv.host("fra1-bg-1"))
+    assert (cfg.runs_web, cfg.web_command, cfg.release_command) == (False, None, None)
+    state = app.desired_worker(cfg)
+    assert state.role == "worker" and state.services == (Service("chirp-worker"),)
+    assert [f.path for f in state.files if "/systemd/" in f.path] == ["/etc/systemd/system/chirp-worker.service"]
+    assert {f.notify for f in state.files if f.path.startswith("/opt/")} == {("chirp-worker",)}
+    assert app.release_command(cfg) is None
+    with pytest.raises(ValueError, match="does not have the app role"):
+        app.desired_app(cfg)
+
+
+def rendered(host: str) -> dict[str, str]:
+    cfg = dataclasses.replace(lab(host), release=PINNED_RELEASE)
+    return {Path(f.path).name: f.content for f in app.desired(cfg).files if not f.path.startswith("/opt/")}
+
+
+@pytest.mark.parametrize("host", [h.name for h in LAB.inv.with_role("app")])
+def test_golden(host: str) -> None:
+    files = rendered(host)
+    assert sorted(files) == [
+        "chirp-release.service",
+        "chirp-worker.service",
+        "chirp.conf",
+        "chirp.env",
+        "chirp.service",
+    ]
+    for name, content in files.items():
+        golden = GOLDEN / f"{host}__{name}.txt"
+        if os.environ.get("UPDATE_GOLDEN"):
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(content, encoding="utf-8")
+        assert golden.exists(), f"no golden file {golden.name}: run with UPDATE_GOLDEN=1"
+        assert content == golden.read_text(encoding="utf-8"), golden.name
