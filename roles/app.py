@@ -104,6 +104,7 @@ def _state(role: str, cfg: AppHostConfig) -> RoleState:
         files=tuple(files),
         services=tuple(services),
         waits=tuple(waits),
+        once=release_command(cfg),
     )
 
 

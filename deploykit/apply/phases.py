@@ -81,7 +81,7 @@ def desired_states(inv: Inventory, placement: Placement, secret: Callable[[str],
                 state = desired_fn(config_fn(ctx, host))
                 if state.role != phase.role:  # roles name their state after themselves; phases key on it
                     state = RoleState(phase.role, state.packages, state.directories, state.files, state.services,
-                                      state.masked, state.waits)
+                                      state.masked, state.waits, state.once)
                 states.append(state)
         out[host.name] = states
     return out

@@ -7,12 +7,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from deploykit.apply import rolling
 from deploykit.apply.phases import PHASE_NAMES
 from deploykit.apply.planner import OnlinePlan
 from deploykit.execute import executor
-from deploykit.execute.steps import Step, role_steps
+from deploykit.execute.diff import RoleChanges
+from deploykit.execute.steps import role_steps
 from deploykit.inventory.model import Inventory
 from deploykit.plan.placement import Placement
+
+APP_BACKEND = "app"  # HAProxy backend of the app frontend (placement's Frontend name)
 
 
 @dataclass
@@ -87,25 +91,25 @@ def apply_plan(plan: OnlinePlan, session: executor.Session, placement: Placement
         result.aborted = f"not applying: {short}"
         return result
     for role in PHASE_NAMES:
-        steps: dict[str, list[Step]] = {}
-        for name, hp in plan.hosts.items():
-            if name in lost:
-                continue
-            for rc in hp.roles:
-                if rc.role == role and not rc.empty:
-                    steps[name] = role_steps(rc)
-        if not steps:
+        changes = {name: rc for name, hp in plan.hosts.items() if name not in lost
+                   for rc in hp.roles if rc.role == role and not rc.empty}
+        if not changes:
             continue
         if on_phase:
-            on_phase(role, len(steps))
+            on_phase(role, len(changes))
         t0 = time.monotonic()
-        outcomes = executor.run_steps(session, steps, on_step=on_step)
+        if role == "app":
+            outcomes = _rolling_app(inv, placement, session, changes, lost, on_step)
+        else:
+            once_host = min(changes)
+            steps = {n: role_steps(rc, run_once=n == once_host) for n, rc in changes.items()}
+            outcomes = executor.run_steps(session, steps, on_step=on_step)
         failed = sorted(n for n, o in outcomes.items() if not o.ok)
         for n in failed:
             result.recap[n].status = "failed"
             result.recap[n].error = f"[{role}] {outcomes[n].error}"
         lost.update(failed)
-        phase = PhaseResult(role, len(steps), time.monotonic() - t0, failed)
+        phase = PhaseResult(role, len(changes), time.monotonic() - t0, failed)
         result.phases.append(phase)
         if on_phase_done:
             on_phase_done(phase)
@@ -114,3 +118,30 @@ def apply_plan(plan: OnlinePlan, session: executor.Session, placement: Placement
             result.aborted = f"stopped after phase {role}: {short}"
             break
     return result
+
+
+def _rolling_app(inv: Inventory, placement: Placement, session: executor.Session, changes: dict[str, RoleChanges],
+                 lost: set[str], on_step: Callable[[str, str], None] | None) -> dict[str, executor.HostOutcome]:
+    """App hosts a batch at a time: drain from every HAProxy, change, wait healthy, put back.
+
+    The first batch is one host, where the release command (migrations) runs; a failed batch stops the
+    rollout, so a bad release never reaches more than one batch.
+    """
+    lbs = sorted(m.name for s in placement.sites for m in s.members if m.name not in lost)
+    outcomes: dict[str, executor.HostOutcome] = {}
+    for i, batch in enumerate(rolling.batches(list(changes), inv.services.app.batch_size)):
+        if lbs:
+            executor.run_steps(session, {lb: [rolling.drain(APP_BACKEND, batch)] for lb in lbs})
+        steps = {n: role_steps(changes[n], run_once=i == 0) for n in batch}
+        result = executor.run_steps(session, steps, on_step=on_step)
+        outcomes.update(result)
+        healthy = [n for n in batch if result[n].ok]
+        if lbs and healthy:
+            executor.run_steps(session, {lb: [rolling.ready(APP_BACKEND, healthy)] for lb in lbs})
+        if len(healthy) < len(batch):
+            for name in changes:
+                if name not in outcomes:
+                    outcomes[name] = executor.HostOutcome(False, "not updated: an earlier batch of the rolling "
+                                                                 "release failed")
+            break
+    return outcomes

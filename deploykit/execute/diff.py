@@ -36,6 +36,7 @@ class RoleChanges:
     files: tuple[FileChange, ...] = ()
     services: tuple[ServiceChange, ...] = ()
     waits: tuple[Wait, ...] = ()
+    once: str | None = None
 
     @property
     def empty(self) -> bool:
@@ -73,7 +74,8 @@ def probe_spec(states: list[RoleState]) -> ProbeSpec:
 
 def desired_hash(states: list[RoleState]) -> str:
     """A hash of everything deploykit wants on the host (content included, never printed)."""
-    return sha256(repr([(s.role, s.packages, s.directories, s.files, s.services, s.masked) for s in states]))
+    return sha256(repr([(s.role, s.packages, s.directories, s.files, s.services, s.masked, s.once)
+                        for s in states]))
 
 
 def diff_host(host: str, states: list[RoleState], facts: HostFacts, redact: Callable[[str], str]) -> HostPlan:
@@ -88,7 +90,7 @@ def diff_host(host: str, states: list[RoleState], facts: HostFacts, redact: Call
         services = _service_changes(state, files, facts)
         changes = RoleChanges(state.role, pkgs, masks, dirs, files, services)
         if not changes.empty:
-            changes = RoleChanges(state.role, pkgs, masks, dirs, files, services, state.waits)
+            changes = RoleChanges(state.role, pkgs, masks, dirs, files, services, state.waits, state.once)
         plan.roles.append(changes)
     return plan
 

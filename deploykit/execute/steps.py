@@ -47,7 +47,7 @@ def install_packages(packages: tuple[str, ...]) -> str:
     )
 
 
-def role_steps(changes: RoleChanges) -> list[Step]:
+def role_steps(changes: RoleChanges, *, run_once: bool = False) -> list[Step]:
     q = shlex.quote
     steps: list[Step] = []
     if changes.packages:
@@ -78,6 +78,8 @@ def role_steps(changes: RoleChanges) -> list[Step]:
             steps.append(Shell(f"apply {change.file.path}", change.file.after_change))
     if reload_units:
         steps.append(Shell("systemd daemon-reload", "systemctl daemon-reload"))
+    if run_once and changes.once and not changes.empty:
+        steps.append(Shell(f"once per deploy: {changes.once}", changes.once))
     for svc in changes.services:
         for action in svc.actions:
             steps.append(Shell(f"{action} {svc.name}", f"systemctl {action} {q(svc.name)}"))

@@ -65,3 +65,6 @@ class RoleState:
     services: tuple[Service, ...] = ()
     masked: tuple[str, ...] = ()  # units that must not run (e.g. Debian's default postgresql cluster)
     waits: tuple[Wait, ...] = field(default_factory=tuple)
+    # Run on ONE host of the role per deploy that changes it, after its files are in place and before its
+    # services restart (e.g. the app's schema migrations). Must be idempotent.
+    once: str | None = None
