@@ -156,7 +156,7 @@ def _build_sites(src: Source, raw: Any) -> dict[str, Site | None]:
         vip = parse_address(src, path + ("vip",), spec.vip, "VIP") if spec.vip is not None else None
         if spec.vip is not None and vip is None:
             continue
-        sites[name] = Site(name=name, provider=spec.provider, vip=vip)
+        sites[name] = Site(name=name, provider=spec.provider, vip=vip, interface=spec.interface)
     if not raw:
         src.error(("sites",), "no sites defined; add at least one, e.g. fra1: {provider: hetzner}")
     return sites
@@ -297,7 +297,8 @@ def _build_hosts(src: Source, entries: list[_Entry], sites: dict[str, Site | Non
         line = src.line_of(e.path) or 0
         for i, name in enumerate(e.names):
             hosts.append(Host(name=name, address=e.address(i), site=site.name, provider=site.provider,
-                              rack=e.spec.rack, roles=roles, ssh=host_ssh, line=line))
+                              rack=e.spec.rack, roles=roles, ssh=host_ssh, line=line,
+                              interface=e.spec.interface or site.interface))
     return hosts
 
 

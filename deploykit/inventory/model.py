@@ -27,6 +27,7 @@ class Site:
     name: str
     provider: str
     vip: IPv4Address | None
+    interface: str = "eth0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ class Host:
     roles: tuple[str, ...]  # in ROLES order
     ssh: SshSettings
     line: int  # line of the inventory entry this host came from
+    interface: str = "eth0"  # network interface of its address (keepalived puts the site's VIP there)
 
     def has(self, role: str) -> bool:
         return role in self.roles

@@ -25,9 +25,13 @@ class SshSpec(_Spec):
     known_hosts: StrictStr | None = None
 
 
+Interface = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.:-]{1,15}$")]
+
+
 class SiteSpec(_Spec):
     provider: Name
     vip: StrictStr | None = None
+    interface: Interface = "eth0"  # the network interface the site's servers (and its VIP) use
 
 
 class HostSpec(_Spec):
@@ -36,6 +40,7 @@ class HostSpec(_Spec):
     roles: list[StrictStr] = Field(default_factory=list)
     rack: Name | None = None
     provider: Name | None = None  # optional; if given it must match the site's provider
+    interface: Interface | None = None  # overrides the site's interface
     ssh: SshSpec | None = None
 
 

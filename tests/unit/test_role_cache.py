@@ -1,0 +1,245 @@
+"""Role cache: Redis + Sentinel per-host config (initial master, quorum, secrets) and the rendered state.
+
+Regenerate the golden files after an intended change: UPDATE_GOLDEN=1 python -m pytest tests/unit -k golden
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deploykit.inventory import Inventory, load_inventory
+from deploykit.plan import plan_placement
+from deploykit.plan.desired import ManagedFile, RoleState, Service
+from deploykit.plan.hostconfig import ConfigContext
+from deploykit.plan.hostconfig.cache import CacheHostConfig, cache_config
+from deploykit.secret import Secret
+from roles import cache
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).resolve().parent / "golden" / "cache"
+CACHE_HOSTS = ("ams1-data-1", "fra1-data-1", "rbx1-data-1")
+
+
+def secret(name: str) -> Secret:
+    return Secret(name, "s3cr3t-" + name)
+
+
+def context_of(inv: Inventory, secrets=secret) -> ConfigContext:  # noqa: ANN001
+    return ConfigContext(inv, plan_placement(inv), secrets)
+
+
+LAB = context_of(load_inventory(REPO / "inventories" / "lab.yml"))
+
+
+def lab(host: str) -> CacheHostConfig:
+    return cache_config(LAB, LAB.inv.host(host))
+
+
+def state(host: str) -> RoleState:
+    return cache.desired(lab(host))
+
+
+def file(st: RoleState, path: str) -> ManagedFile:
+    return next(f for f in st.files if f.path == path)
+
+
+def lines(st: RoleState, path: str) -> list[str]:
+    return [ln for ln in file(st, path).content.splitlines() if ln and not ln.startswith("#")]
+
+
+# --- config ------------------------------------------------------------------------------------------------
+
+
+def test_lab_config() -> None:
+    cfg = lab("fra1-data-1")
+    assert cfg.master_name == "chirp-lab"
+    assert str(cfg.master_address) == "10.77.3.21"  # ams1-data-1: first cache host by name
+    assert not cfg.is_initial_master
+    assert (cfg.port, cfg.sentinel_port, cfg.quorum, cfg.down_after_ms) == (6379, 26379, 2, 3000)
+    assert cfg.failover_timeout_ms == 30000
+    assert cfg.parallel_syncs == 1
+    assert cfg.password == secret("cache-password")
+
+
+def test_only_the_initial_master_has_no_replicaof() -> None:
+    by_host = {h: lab(h).replicaof for h in CACHE_HOSTS}
+    assert by_host == {
+        "ams1-data-1": None,
+        "fra1-data-1": lab("ams1-data-1").address,
+        "rbx1-data-1": lab("ams1-data-1").address,
+    }
+    assert [ln for ln in lines(state("ams1-data-1"), cache.REDIS_CONF) if ln.startswith("replicaof")] == []
+    for host in ("fra1-data-1", "rbx1-data-1"):
+        assert [ln for ln in lines(state(host), cache.REDIS_CONF) if ln.startswith("replicaof")] == [
+            "replicaof 10.77.3.21 6379"
+        ]
+
+
+def test_sentinel_monitors_the_initial_master_with_a_majority_quorum() -> None:
+    for host in CACHE_HOSTS:
+        assert "sentinel monitor chirp-lab 10.77.3.21 6379 2" in lines(state(host), cache.SENTINEL_CONF)
+
+
+@pytest.mark.parametrize(("count", "quorum"), [(1, 1), (3, 2), (4, 3), (5, 3)])
+def test_quorum_is_a_majority(load_text, make_inventory, count: int, quorum: int) -> None:  # noqa: ANN001
+    hosts = {
+        f"c-[1:{count}]": "{address: 10.1.0.31, site: fra1, roles: [cache]}",
+        "e-1": "{address: 10.1.0.21, site: fra1, roles: [etcd]}",
+    }
+    inv = load_text(make_inventory(hosts=hosts, sites={"fra1": "{provider: hetzner}"}, failure_domains="[host]"))
+    ctx = context_of(inv)
+    cfgs = [cache_config(ctx, h) for h in inv.with_role("cache")]
+    assert {c.quorum for c in cfgs} == {quorum}
+    assert [c.is_initial_master for c in cfgs] == [True] + [False] * (count - 1)
+    assert f"sentinel monitor chirp-test 10.1.0.31 6379 {quorum}" in lines(cache.desired(cfgs[-1]), cache.SENTINEL_CONF)
+
+
+def test_services_tunables_reach_the_files(load_text, make_inventory) -> None:  # noqa: ANN001
+    services = "services:\n  cache: {port: 7000, sentinel_port: 27000, down_after_ms: 500}\n"
+    inv = load_text(make_inventory(services=services))
+    cfg = cache_config(context_of(inv), inv.host("rbx1-data-1"))
+    st = cache.desired(cfg)
+    assert cfg.failover_timeout_ms == 10_000  # never below the floor
+    assert "port 7000" in lines(st, cache.STATIC_CONF)
+    assert "replicaof 10.3.0.21 7000" in lines(st, cache.REDIS_CONF)
+    sentinel = lines(st, cache.SENTINEL_CONF)
+    assert "port 27000" in sentinel
+    assert "sentinel down-after-milliseconds chirp-test 500" in sentinel
+    assert "sentinel failover-timeout chirp-test 10000" in sentinel
+
+
+def test_a_host_without_the_role_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a cache member"):
+        cache_config(LAB, LAB.inv.host("fra1-web-1"))
+
+
+# --- rendered state ----------------------------------------------------------------------------------------
+
+
+def test_static_settings() -> None:
+    static = lines(state("rbx1-data-1"), cache.STATIC_CONF)
+    for want in (
+        "bind 10.77.2.21 127.0.0.1",
+        "port 6379",
+        "protected-mode yes",
+        "appendonly yes",
+        "requirepass s3cr3t-cache-password",
+        "masterauth s3cr3t-cache-password",
+        "replica-announce-ip 10.77.2.21",
+    ):
+        assert want in static
+    assert not any(ln.startswith(("replicaof", "sentinel")) for ln in static)
+
+
+def test_sentinel_settings() -> None:
+    sentinel = lines(state("rbx1-data-1"), cache.SENTINEL_CONF)
+    for want in (
+        "port 26379",
+        "bind 10.77.2.21 127.0.0.1",
+        "requirepass s3cr3t-cache-password",
+        "sentinel sentinel-pass s3cr3t-cache-password",
+        "sentinel announce-ip 10.77.2.21",
+        "sentinel auth-pass chirp-lab s3cr3t-cache-password",
+        "sentinel parallel-syncs chirp-lab 1",
+        "sentinel deny-scripts-reconfig yes",
+    ):
+        assert want in sentinel
+    # The monitor line comes before the lines that name the master (Sentinel refuses them otherwise).
+    monitor = next(i for i, ln in enumerate(sentinel) if ln.startswith("sentinel monitor"))
+    assert all(i > monitor for i, ln in enumerate(sentinel) if " chirp-lab " in ln and i != monitor)
+
+
+def test_runtime_rewritten_files_are_seeds_the_rest_managed() -> None:
+    st = state("fra1-data-1")
+    assert {f.path: f.seed for f in st.files} == {
+        cache.REDIS_CONF: True,
+        cache.SENTINEL_CONF: True,
+        cache.STATIC_CONF: False,
+        cache.CLI_AUTH: False,
+    }
+    for path in (cache.REDIS_CONF, cache.SENTINEL_CONF):
+        f = file(st, path)
+        assert (f.owner, f.group, f.mode) == ("redis", "redis", "0640")
+    assert (file(st, cache.CLI_AUTH).owner, file(st, cache.CLI_AUTH).mode) == ("root", "0600")
+    assert file(st, cache.STATIC_CONF).group == "redis"
+    assert file(st, cache.STATIC_CONF).mode == "0640"
+
+
+def test_redis_conf_includes_the_static_file() -> None:
+    assert lines(state("ams1-data-1"), cache.REDIS_CONF) == [f"include {cache.STATIC_CONF}"]
+
+
+def test_notify_and_after_change() -> None:
+    st = state("fra1-data-1")
+    assert file(st, cache.REDIS_CONF).notify == ("redis-server",)
+    assert file(st, cache.STATIC_CONF).notify == ("redis-server",)
+    assert file(st, cache.SENTINEL_CONF).notify == ("redis-sentinel",)
+    assert file(st, cache.STATIC_CONF).after_change == cache.STRIP_REWRITE_COPIES
+    assert st.services == (Service("redis-server"), Service("redis-sentinel"))
+    assert st.packages == ("redis-server", "redis-sentinel", "redis-tools")
+    assert [(d.path, d.mode, d.owner) for d in st.directories] == [("/etc/redis", "2770", "redis")]
+
+
+def test_strip_keeps_include_replicaof_and_comments(tmp_path: Path) -> None:
+    rewritten = (
+        "# seeded\ninclude /etc/redis/deploykit.conf\n\n# Generated by CONFIG REWRITE\nreplicaof 10.0.0.2 6379\n"
+        'requirepass "old"\nbind 10.0.0.1 127.0.0.1\nsave 3600 1\nuser default on #abc ~* &* +@all\n'
+    )
+    conf = tmp_path / "redis.conf"
+    conf.write_text(rewritten)
+    command = cache.STRIP_REWRITE_COPIES.replace(cache.REDIS_CONF, str(conf))
+    subprocess.run(["sh", "-c", command], check=True)
+    assert conf.read_text() == (
+        "# seeded\ninclude /etc/redis/deploykit.conf\n# Generated by CONFIG REWRITE\nreplicaof 10.0.0.2 6379\n"
+    )
+    subprocess.run(
+        ["sh", "-c", cache.STRIP_REWRITE_COPIES.replace(cache.REDIS_CONF, str(tmp_path / "none"))], check=True
+    )  # absent file: nothing to do
+
+
+def test_waits_never_carry_the_password() -> None:
+    st = state("fra1-data-1")
+    assert [w.description for w in st.waits] == [
+        "redis answers PING",
+        "redis is the master or a replica in sync",
+        "sentinel knows the master",
+    ]
+    for w in st.waits:
+        assert "s3cr3t" not in w.command
+        assert f'REDISCLI_AUTH="$(cat {cache.CLI_AUTH})"' in w.command
+    assert "-p 26379 sentinel get-master-addr-by-name chirp-lab" in st.waits[2].command
+
+
+def test_secrets_never_in_repr() -> None:
+    cfg = lab("fra1-data-1")
+    assert "s3cr3t" not in repr(cfg)
+    assert "<secret:cache-password>" in repr(cfg)
+
+
+@pytest.mark.parametrize("bad", ['pa"ss', "pa ss", "pa'ss", "pa\nss", ""])
+def test_a_password_sentinel_could_not_read_back_is_refused(bad: str) -> None:
+    ctx = context_of(LAB.inv, lambda name: Secret(name, bad))
+    with pytest.raises(ValueError, match="cache password"):
+        cache.desired(cache_config(ctx, LAB.inv.host("fra1-data-1")))
+
+
+# --- golden files ------------------------------------------------------------------------------------------
+
+
+def golden_cases() -> list[tuple[str, str]]:
+    return [(h, f.path) for h in CACHE_HOSTS for f in state(h).files if f.path != cache.CLI_AUTH]
+
+
+@pytest.mark.parametrize(("host", "path"), golden_cases())
+def test_golden(host: str, path: str) -> None:
+    content = file(state(host), path).content
+    golden = GOLDEN / f"{host}__{Path(path).name}.txt"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(content, encoding="utf-8")
+    assert golden.exists(), f"no golden file {golden.name}: run with UPDATE_GOLDEN=1"
+    assert content == golden.read_text(encoding="utf-8")

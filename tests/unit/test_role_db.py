@@ -1,0 +1,181 @@
+"""Role db: Patroni/PostgreSQL configuration from the placement; golden files for the lab's members.
+
+Regenerate the golden files after an intended change: UPDATE_GOLDEN=1 python -m pytest tests/unit -k golden
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deploykit.inventory import load_inventory
+from deploykit.plan import plan_placement
+from deploykit.plan.hostconfig import ConfigContext
+from deploykit.plan.hostconfig.db import DbHostConfig, db_config
+from deploykit.secret import Secret
+from roles import db
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).resolve().parent / "golden" / "db"
+SECRETS = ("db-superuser-password", "db-replication-password", "db-app-password", "patroni-rest-password")
+
+
+def context(name: str) -> ConfigContext:
+    inv = load_inventory(REPO / "inventories" / name)
+    return ConfigContext(inv, plan_placement(inv), lambda s: Secret(s, "s3cr3t-" + s))
+
+
+LAB = context("lab.yml")
+EXAMPLE = context("example.yml")
+
+
+def config(ctx: ConfigContext, host: str) -> DbHostConfig:
+    return db_config(ctx, ctx.inv.host(host))
+
+
+def patroni_yaml(ctx: ConfigContext, host: str) -> dict:
+    state = db.desired(config(ctx, host))
+    return yaml.safe_load(next(f.content for f in state.files if f.path == "/etc/patroni/config.yml"))
+
+
+def test_patroni_config_from_placement() -> None:
+    conf = patroni_yaml(LAB, "fra1-data-1")
+    assert conf["scope"] == "chirp-lab" and conf["name"] == "fra1-data-1"
+    assert conf["restapi"]["listen"] == conf["restapi"]["connect_address"] == "10.77.1.21:8008"
+    assert conf["restapi"]["authentication"]["password"] == "s3cr3t-patroni-rest-password"
+    assert conf["etcd3"]["hosts"] == ["10.77.3.21:2379", "10.77.1.21:2379", "10.77.2.21:2379"]
+    pg = conf["postgresql"]
+    assert pg["listen"] == "10.77.1.21,127.0.0.1:5432"  # the port once, after every address
+    assert pg["connect_address"] == "10.77.1.21:5432"
+    assert pg["data_dir"] == "/var/lib/postgresql/15/chirp-lab"
+    assert pg["bin_dir"] == "/usr/lib/postgresql/15/bin"
+    assert pg["authentication"] == {
+        "superuser": {"username": "postgres", "password": "s3cr3t-db-superuser-password"},
+        "replication": {"username": "replicator", "password": "s3cr3t-db-replication-password"},
+    }
+    assert conf["bootstrap"]["initdb"] == [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"]
+    assert conf["bootstrap"]["post_bootstrap"] == "/etc/patroni/post_init.sh"
+    assert conf["tags"]["nofailover"] is False
+
+
+def test_dcs_settings_and_sync_from_placement() -> None:
+    dcs = patroni_yaml(EXAMPLE, "fra1-db-1")["bootstrap"]["dcs"]
+    assert (dcs["ttl"], dcs["loop_wait"], dcs["retry_timeout"]) == (12, 2, 4)
+    assert dcs["ttl"] >= dcs["loop_wait"] + 2 * dcs["retry_timeout"]
+    assert dcs["synchronous_mode"] is True
+    assert dcs["synchronous_node_count"] == EXAMPLE.placement.db.sync_standbys == 1
+    assert dcs["maximum_lag_on_failover"] == 1048576
+    assert dcs["postgresql"]["use_slots"] is True and dcs["postgresql"]["use_pg_rewind"] is True
+    params = dcs["postgresql"]["parameters"]
+    assert params["wal_level"] == "replica" and params["hot_standby"] == "on"
+    assert params["password_encryption"] == "scram-sha-256"
+    # 120 app hosts x 4 gunicorn workers + 120 worker hosts x 2 + 20
+    assert params["max_connections"] == "740"
+
+
+def test_sync_standbys_follow_failure_domains(make_inventory, load_text) -> None:
+    # Two of the three members share site fra1: a commit must reach two standbys.
+    hosts = {"fra1-db-[1:2]": "{address: 10.1.0.21, site: fra1, roles: [db, etcd]}",
+             "rbx1-db-1": "{address: 10.2.0.21, site: rbx1, roles: [db, etcd]}"}
+    inv = load_text(make_inventory(hosts=hosts, sites={"fra1": "{provider: hetzner}", "rbx1": "{provider: ovh}"},
+                                   services="services:\n  db: {ttl: 20, loop_wait: 5, retry_timeout: 7}"))
+    ctx = ConfigContext(inv, plan_placement(inv), lambda s: Secret(s, "x"))
+    cfg = db_config(ctx, inv.host("rbx1-db-1"))
+    assert cfg.dcs.synchronous_mode and cfg.dcs.synchronous_node_count == 2
+    assert (cfg.dcs.ttl, cfg.dcs.loop_wait, cfg.dcs.retry_timeout) == (20, 5, 7)
+
+
+def test_asynchronous_inventory(make_inventory, load_text) -> None:
+    inv = load_text(make_inventory(services="services:\n  db: {synchronous: false}"))
+    ctx = ConfigContext(inv, plan_placement(inv), lambda s: Secret(s, "x"))
+    assert db_config(ctx, inv.host("fra1-data-1")).dcs.synchronous_mode is False
+
+
+def test_pg_hba_sources() -> None:
+    rules = config(LAB, "ams1-data-1").pg_hba
+    data = {"10.77.1.21/32", "10.77.2.21/32", "10.77.3.21/32"}
+    web = {f"10.77.{s}.{n}/32" for s in (1, 2, 3) for n in (11, 12)}
+    by = {(r.type, r.database, r.user): {x.address for x in rules if (x.type, x.database, x.user) ==
+                                         (r.type, r.database, r.user)} for r in rules}
+    assert by == {
+        ("local", "all", "postgres"): {""},
+        ("host", "all", "postgres"): {"127.0.0.1/32"} | data,
+        ("host", "replication", "replicator"): data,
+        ("host", "chirp", "chirp"): web,  # app, worker and lb hosts (HAProxy's TCP proxying)
+    }
+    assert all(r.method == ("peer" if r.type == "local" else "scram-sha-256") for r in rules)
+    example = {r.address for r in config(EXAMPLE, "fra1-db-1").pg_hba if r.user == "chirp"}
+    hosts = [h for h in EXAMPLE.inv.hosts if {"app", "worker", "lb"} & set(h.roles)]
+    assert example == {f"{h.address}/32" for h in hosts} and len(example) == 126
+
+
+def test_watchdog_off_in_the_lab_required_by_default() -> None:
+    assert patroni_yaml(LAB, "fra1-data-1")["watchdog"] == {"mode": "off"}
+    assert not any("watchdog" in f.path for f in db.desired(config(LAB, "fra1-data-1")).files)
+    prod = db.desired(config(EXAMPLE, "fra1-db-1"))
+    assert yaml.safe_load(next(f.content for f in prod.files if f.path.endswith("config.yml")))["watchdog"] == {
+        "mode": "required", "device": "/dev/watchdog", "safety_margin": 5}
+    assert {f.path for f in prod.files} >= {"/etc/modules-load.d/deploykit-watchdog.conf",
+                                            "/etc/udev/rules.d/60-deploykit-watchdog.rules"}
+
+
+def test_secrets_never_in_repr_and_only_in_the_files_that_need_them() -> None:
+    cfg = config(LAB, "fra1-data-1")
+    for text in (repr(cfg), str(cfg)):
+        assert "s3cr3t" not in text
+        assert all(f"<secret:{name}>" in text for name in SECRETS)
+    state = db.desired(cfg)
+    holders = {f.path for f in state.files if "s3cr3t" in f.content}
+    assert holders == {"/etc/patroni/config.yml", "/etc/patroni/post_init.sh"}
+    assert all(f.mode in ("0600", "0700") and f.owner == "postgres" for f in state.files if f.path in holders)
+    for f in state.files:
+        assert "s3cr3t" not in " ".join(filter(None, (f.validate, f.after_change)))
+    assert not any("s3cr3t" in w.command for w in state.waits)
+
+
+def test_app_role_created_from_stdin() -> None:
+    state = db.desired(config(LAB, "fra1-data-1"))
+    script = next(f.content for f in state.files if f.path == "/etc/patroni/post_init.sh")
+    assert "<<'SQL'" in script  # quoted here-document: the password is not in any process's arguments
+    assert "CREATE ROLE chirp LOGIN PASSWORD 's3cr3t-db-app-password';" in script
+    assert "CREATE DATABASE chirp OWNER chirp;" in script
+
+
+def test_state() -> None:
+    state = db.desired(config(LAB, "fra1-data-1"))
+    assert state.packages == ("postgresql-15", "patroni", "python3-etcd", "curl")
+    assert state.masked == ("postgresql@15-main",)
+    files = {f.path: f for f in state.files}
+    assert files["/etc/patroni/config.yml"].notify == ("patroni",)
+    assert "{path}" in (files["/etc/patroni/config.yml"].validate or "")
+    assert "patronictl -c /etc/patroni/config.yml edit-config --force --quiet --apply /etc/patroni/dynamic.yml" in (
+        files["/etc/patroni/dynamic.yml"].after_change or "")
+    assert files["/etc/postgresql-common/createcluster.d/60-deploykit.conf"].after_change == (
+        "if [ -d /etc/postgresql/15/main ]; then pg_dropcluster --stop 15 main; fi")
+    assert [s.name for s in state.services] == ["patroni"]
+    assert [w.command for w in state.waits][0] == "curl -fsS -o /dev/null http://10.77.1.21:8008/health"
+
+
+def test_dynamic_file_equals_bootstrap_dcs() -> None:
+    state = db.desired(config(EXAMPLE, "rbx1-db-1"))
+    files = {f.path: f.content for f in state.files}
+    assert yaml.safe_load(files["/etc/patroni/dynamic.yml"]) == yaml.safe_load(
+        files["/etc/patroni/config.yml"])["bootstrap"]["dcs"]
+
+
+def golden_cases() -> list[tuple[str, str]]:
+    return [(h.name, f.path) for h in LAB.inv.with_role("db") for f in db.desired(config(LAB, h.name)).files]
+
+
+@pytest.mark.parametrize(("host", "path"), golden_cases())
+def test_golden(host: str, path: str) -> None:
+    content = next(f.content for f in db.desired(config(LAB, host)).files if f.path == path)
+    golden = GOLDEN / f"{host}__{Path(path).name}.txt"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(content, encoding="utf-8")
+    assert golden.exists(), f"no golden file {golden.name}: run with UPDATE_GOLDEN=1"
+    assert content == golden.read_text(encoding="utf-8")

@@ -1,0 +1,77 @@
+"""Role etcd: member configuration from the placement; golden files for the lab's members.
+
+Regenerate the golden files after an intended change: UPDATE_GOLDEN=1 python -m pytest tests/unit -k golden
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from deploykit.inventory import load_inventory
+from deploykit.plan import plan_placement
+from deploykit.plan.desired import Directory, Service
+from deploykit.plan.hostconfig import ConfigContext
+from deploykit.plan.hostconfig.etcd import etcd_config
+from deploykit.secret import Secret
+from roles import etcd
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).resolve().parent / "golden" / "etcd"
+
+
+def context(name: str) -> ConfigContext:
+    inv = load_inventory(REPO / "inventories" / name)
+    return ConfigContext(inv, plan_placement(inv), lambda s: Secret(s, "s3cr3t-" + s))
+
+
+LAB = context("lab.yml")
+EXAMPLE = context("example.yml")
+
+
+def test_member_config_from_placement() -> None:
+    cfg = etcd_config(LAB, LAB.inv.host("rbx1-data-1"))
+    assert cfg.name == "rbx1-data-1"
+    assert cfg.initial_cluster == ("ams1-data-1=http://10.77.3.21:2380,fra1-data-1=http://10.77.1.21:2380,"
+                                   "rbx1-data-1=http://10.77.2.21:2380")
+    assert cfg.token == "chirp-lab-etcd"
+    assert cfg.data_dir == "/var/lib/etcd/chirp-lab-etcd"  # never Debian's /var/lib/etcd/default
+    assert cfg.listen_client_urls == "http://10.77.2.21:2379,http://127.0.0.1:2379"
+    assert cfg.advertise_client_urls == "http://10.77.2.21:2379"
+    assert cfg.listen_peer_urls == cfg.advertise_peer_urls == "http://10.77.2.21:2380"
+    assert cfg.election_ms >= 10 * cfg.heartbeat_ms
+    assert cfg.election_ms < LAB.inv.services.db.retry_timeout * 1000
+
+
+def test_every_member_gets_the_same_cluster() -> None:
+    members = EXAMPLE.inv.with_role("etcd")
+    assert [m.name for m in members] == ["ams1-db-1", "fra1-db-1", "rbx1-db-1"]
+    assert len({etcd_config(EXAMPLE, h).initial_cluster for h in members}) == 1
+
+
+def test_only_members_get_a_config() -> None:
+    with pytest.raises(ValueError, match="not an etcd member"):
+        etcd_config(LAB, LAB.inv.host("fra1-web-1"))
+
+
+def test_state() -> None:
+    state = etcd.desired(etcd_config(LAB, LAB.inv.host("fra1-data-1")))
+    assert state.packages == ("etcd-server", "etcd-client")
+    assert state.directories == (Directory("/var/lib/etcd/chirp-lab-etcd", "0700", "etcd", "etcd"),)
+    assert [(f.path, f.notify) for f in state.files] == [("/etc/default/etcd", ("etcd",))]
+    assert state.services == (Service("etcd", enabled=True, running=True),)
+    assert [w.command for w in state.waits] == [
+        "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=5s endpoint health"]
+
+
+@pytest.mark.parametrize("host", [h.name for h in LAB.inv.with_role("etcd")])
+def test_golden(host: str) -> None:
+    (file,) = etcd.desired(etcd_config(LAB, LAB.inv.host(host))).files
+    golden = GOLDEN / f"{host}__{Path(file.path).name}.txt"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(file.content, encoding="utf-8")
+    assert golden.exists(), f"no golden file {golden.name}: run with UPDATE_GOLDEN=1"
+    assert file.content == golden.read_text(encoding="utf-8")
