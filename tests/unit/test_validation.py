@@ -505,7 +505,8 @@ def test_unknown_site_key(make_inventory, base_sites, check_text) -> None:
 def test_unknown_site_key_lists_the_allowed_ones(make_inventory, base_sites, check_text) -> None:
     base_sites["rbx1"] = "{provider: ovh, vip: 10.2.0.100, zone: b}"
     checked = check_text(make_inventory(sites=base_sites))
-    assert checked.errors[0] == f"{F}:7: sites/rbx1/zone: unknown key 'zone' (expected one of: interface, provider, vip)"
+    assert checked.errors[0] == (f"{F}:7: sites/rbx1/zone: unknown key 'zone' "
+                                 "(expected one of: interface, provider, vip)")
 
 
 def test_site_without_provider(make_inventory, base_sites, check_text) -> None:
