@@ -32,8 +32,9 @@ def apply_sysctls(sysctls: tuple[Sysctl, ...]) -> str:
     steps = []
     for s in sysctls:
         kv = shlex.quote(f"{s.key}={s.value}")
-        steps.append(f"if [ -w {s.proc_path} ]; then sysctl -q -w {kv}; "
-                     f"else echo 'skipped {s.key}: read-only here'; fi")
+        steps.append(
+            f"if [ -w {s.proc_path} ]; then sysctl -q -w {kv}; else echo 'skipped {s.key}: read-only here'; fi"
+        )
     return " && ".join(steps)
 
 
@@ -64,5 +65,4 @@ def desired(cfg: BaseHostConfig) -> RoleState:
         # unit runs its ExecStop, `nft flush ruleset`, which would remove the firewall.
         Service("nftables", enabled=True, running=True),
     )
-    return RoleState(role="base", packages=("nftables", "openssh-server", "procps"), files=files,
-                     services=services)
+    return RoleState(role="base", packages=("nftables", "openssh-server", "procps"), files=files, services=services)

@@ -48,8 +48,7 @@ def with_roles(inv: Inventory, *roles: str) -> tuple[IPv4Address, ...]:
 def test_data_host_opens_exactly_its_services_to_exactly_their_clients() -> None:
     inv = LAB.inv
     got = rules(LAB, "fra1-data-1")
-    assert list(got) == ["ssh", "etcd client", "etcd peer", "PostgreSQL", "Patroni REST API", "Redis",
-                         "Redis Sentinel"]
+    assert list(got) == ["ssh", "etcd client", "etcd peer", "PostgreSQL", "Patroni REST API", "Redis", "Redis Sentinel"]
     data = addresses(inv, "ams1-data-1", "fra1-data-1", "rbx1-data-1")
     web = tuple(h.address for h in inv.hosts if "web" in h.name)
     assert got["ssh"] == FirewallRule("ssh", "tcp", 22, None)
@@ -80,8 +79,11 @@ def test_load_balancer_rules() -> None:
     inv = EXAMPLE.inv
     lb = rules(EXAMPLE, "rbx1-lb-2")
     assert lb["HTTP"] == FirewallRule("HTTP", "tcp", 80, None)
-    for name, port in (("HAProxy PostgreSQL primary", 5000), ("HAProxy PostgreSQL replicas", 5001),
-                       ("HAProxy Redis", 6380)):
+    for name, port in (
+        ("HAProxy PostgreSQL primary", 5000),
+        ("HAProxy PostgreSQL replicas", 5001),
+        ("HAProxy Redis", 6380),
+    ):
         assert lb[name].port == port and lb[name].sources == with_roles(inv, "app", "worker")
     assert lb["HAProxy stats"].port == 8404 and lb["HAProxy stats"].sources == with_roles(inv, "lb")
     vrrp = lb["VRRP from the site's other load balancers"]
@@ -89,10 +91,13 @@ def test_load_balancer_rules() -> None:
 
 
 def test_no_rule_without_sources_and_no_haproxy_port_without_backends(make_inventory, load_text) -> None:
-    hosts = {"fra1-lb-1": "{address: 10.1.0.11, site: fra1, roles: [lb]}",
-             "fra1-data-[1:3]": "{address: 10.1.0.21, site: fra1, roles: [db, etcd]}"}
-    inv = load_text(make_inventory(hosts=hosts, sites={"fra1": "{provider: hetzner, vip: 10.1.0.100}"},
-                                   failure_domains="[host]"))
+    hosts = {
+        "fra1-lb-1": "{address: 10.1.0.11, site: fra1, roles: [lb]}",
+        "fra1-data-[1:3]": "{address: 10.1.0.21, site: fra1, roles: [db, etcd]}",
+    }
+    inv = load_text(
+        make_inventory(hosts=hosts, sites={"fra1": "{provider: hetzner, vip: 10.1.0.100}"}, failure_domains="[host]")
+    )
     ctx = ConfigContext(inv, plan_placement(inv), lambda s: Secret(s, "x"))
     got = [r.description for r in base_config(ctx, inv.host("fra1-lb-1")).firewall]
     # No cache hosts: no Redis frontend. No app/worker hosts: nobody may use the db frontends.
@@ -114,8 +119,7 @@ def test_sysctls_by_role() -> None:
     assert keys(EXAMPLE, "fra1-lb-1") == {"net.core.somaxconn": "4096", "net.ipv4.ip_nonlocal_bind": "1"}
     assert keys(EXAMPLE, "fra1-db-1") == {"net.core.somaxconn": "4096", "vm.swappiness": "1"}
     assert keys(EXAMPLE, "fra1-app-01") == {"net.core.somaxconn": "4096"}
-    assert keys(LAB, "fra1-data-1") == {"net.core.somaxconn": "4096", "vm.overcommit_memory": "1",
-                                        "vm.swappiness": "1"}
+    assert keys(LAB, "fra1-data-1") == {"net.core.somaxconn": "4096", "vm.overcommit_memory": "1", "vm.swappiness": "1"}
 
 
 def test_sysctls_are_applied_now_and_read_only_keys_skipped() -> None:
@@ -149,6 +153,7 @@ def test_state_validates_and_never_restarts_nftables() -> None:
 
 
 # golden files ------------------------------------------------------------------------------------------------
+
 
 def golden_cases() -> list[tuple[str, str]]:
     return [(h.name, f.path) for h in LAB.inv.hosts for f in desired_for(h.name).files]

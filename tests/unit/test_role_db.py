@@ -78,10 +78,17 @@ def test_dcs_settings_and_sync_from_placement() -> None:
 
 def test_sync_standbys_follow_failure_domains(make_inventory, load_text) -> None:
     # Two of the three members share site fra1: a commit must reach two standbys.
-    hosts = {"fra1-db-[1:2]": "{address: 10.1.0.21, site: fra1, roles: [db, etcd]}",
-             "rbx1-db-1": "{address: 10.2.0.21, site: rbx1, roles: [db, etcd]}"}
-    inv = load_text(make_inventory(hosts=hosts, sites={"fra1": "{provider: hetzner}", "rbx1": "{provider: ovh}"},
-                                   services="services:\n  db: {ttl: 20, loop_wait: 5, retry_timeout: 7}"))
+    hosts = {
+        "fra1-db-[1:2]": "{address: 10.1.0.21, site: fra1, roles: [db, etcd]}",
+        "rbx1-db-1": "{address: 10.2.0.21, site: rbx1, roles: [db, etcd]}",
+    }
+    inv = load_text(
+        make_inventory(
+            hosts=hosts,
+            sites={"fra1": "{provider: hetzner}", "rbx1": "{provider: ovh}"},
+            services="services:\n  db: {ttl: 20, loop_wait: 5, retry_timeout: 7}",
+        )
+    )
     ctx = ConfigContext(inv, plan_placement(inv), lambda s: Secret(s, "x"))
     cfg = db_config(ctx, inv.host("rbx1-db-1"))
     assert cfg.dcs.synchronous_mode and cfg.dcs.synchronous_node_count == 2
@@ -98,8 +105,12 @@ def test_pg_hba_sources() -> None:
     rules = config(LAB, "ams1-data-1").pg_hba
     data = {"10.77.1.21/32", "10.77.2.21/32", "10.77.3.21/32"}
     web = {f"10.77.{s}.{n}/32" for s in (1, 2, 3) for n in (11, 12)}
-    by = {(r.type, r.database, r.user): {x.address for x in rules if (x.type, x.database, x.user) ==
-                                         (r.type, r.database, r.user)} for r in rules}
+    by = {
+        (r.type, r.database, r.user): {
+            x.address for x in rules if (x.type, x.database, x.user) == (r.type, r.database, r.user)
+        }
+        for r in rules
+    }
     assert by == {
         ("local", "all", "postgres"): {""},
         ("host", "all", "postgres"): {"127.0.0.1/32"} | data,
@@ -117,9 +128,14 @@ def test_watchdog_off_in_the_lab_required_by_default() -> None:
     assert not any("watchdog" in f.path for f in db.desired(config(LAB, "fra1-data-1")).files)
     prod = db.desired(config(EXAMPLE, "fra1-db-1"))
     assert yaml.safe_load(next(f.content for f in prod.files if f.path.endswith("config.yml")))["watchdog"] == {
-        "mode": "required", "device": "/dev/watchdog", "safety_margin": 5}
-    assert {f.path for f in prod.files} >= {"/etc/modules-load.d/deploykit-watchdog.conf",
-                                            "/etc/udev/rules.d/60-deploykit-watchdog.rules"}
+        "mode": "required",
+        "device": "/dev/watchdog",
+        "safety_margin": 5,
+    }
+    assert {f.path for f in prod.files} >= {
+        "/etc/modules-load.d/deploykit-watchdog.conf",
+        "/etc/udev/rules.d/60-deploykit-watchdog.rules",
+    }
 
 
 def test_secrets_never_in_repr_and_only_in_the_files_that_need_them() -> None:
@@ -152,18 +168,25 @@ def test_state() -> None:
     assert files["/etc/patroni/config.yml"].notify == ("patroni",)
     assert "{path}" in (files["/etc/patroni/config.yml"].validate or "")
     assert "patronictl -c /etc/patroni/config.yml edit-config --force --quiet --apply /etc/patroni/dynamic.yml" in (
-        files["/etc/patroni/dynamic.yml"].after_change or "")
+        files["/etc/patroni/dynamic.yml"].after_change or ""
+    )
     assert files["/etc/postgresql-common/createcluster.d/60-deploykit.conf"].after_change == (
-        "if [ -d /etc/postgresql/15/main ]; then pg_dropcluster --stop 15 main; fi")
-    assert [s.name for s in state.services] == ["patroni"]
+        "if [ -d /etc/postgresql/15/main ]; then pg_dropcluster --stop 15 main; fi"
+    )
+    # reloaded, never restarted, on a change: a restart of the primary's Patroni is a failover
+    assert [(s.name, s.reload) for s in state.services] == [("patroni", True)]
+    paths = [f.path for f in state.files]
+    assert paths.index("/etc/patroni/config.yml") < paths.index("/etc/patroni/dynamic.yml")  # patronictl reads it
     assert [w.command for w in state.waits][0] == "curl -fsS -o /dev/null http://10.77.1.21:8008/health"
 
 
 def test_dynamic_file_equals_bootstrap_dcs() -> None:
     state = db.desired(config(EXAMPLE, "rbx1-db-1"))
     files = {f.path: f.content for f in state.files}
-    assert yaml.safe_load(files["/etc/patroni/dynamic.yml"]) == yaml.safe_load(
-        files["/etc/patroni/config.yml"])["bootstrap"]["dcs"]
+    assert (
+        yaml.safe_load(files["/etc/patroni/dynamic.yml"])
+        == yaml.safe_load(files["/etc/patroni/config.yml"])["bootstrap"]["dcs"]
+    )
 
 
 def golden_cases() -> list[tuple[str, str]]:

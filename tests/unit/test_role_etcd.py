@@ -34,8 +34,9 @@ EXAMPLE = context("example.yml")
 def test_member_config_from_placement() -> None:
     cfg = etcd_config(LAB, LAB.inv.host("rbx1-data-1"))
     assert cfg.name == "rbx1-data-1"
-    assert cfg.initial_cluster == ("ams1-data-1=http://10.77.3.21:2380,fra1-data-1=http://10.77.1.21:2380,"
-                                   "rbx1-data-1=http://10.77.2.21:2380")
+    assert cfg.initial_cluster == (
+        "ams1-data-1=http://10.77.3.21:2380,fra1-data-1=http://10.77.1.21:2380,rbx1-data-1=http://10.77.2.21:2380"
+    )
     assert cfg.token == "chirp-lab-etcd"
     assert cfg.data_dir == "/var/lib/etcd/chirp-lab-etcd"  # never Debian's /var/lib/etcd/default
     assert cfg.listen_client_urls == "http://10.77.2.21:2379,http://127.0.0.1:2379"
@@ -63,7 +64,8 @@ def test_state() -> None:
     assert [(f.path, f.notify) for f in state.files] == [("/etc/default/etcd", ("etcd",))]
     assert state.services == (Service("etcd", enabled=True, running=True),)
     assert [w.command for w in state.waits] == [
-        "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=5s endpoint health"]
+        "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=5s endpoint health"
+    ]
 
 
 @pytest.mark.parametrize("host", [h.name for h in LAB.inv.with_role("etcd")])

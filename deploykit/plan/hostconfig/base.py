@@ -67,27 +67,32 @@ def sources(inv: Inventory, *roles: str) -> tuple[IPv4Address, ...]:
 
 def firewall_rules(inv: Inventory, host: Host) -> tuple[FirewallRule, ...]:
     svc = inv.services
-    wanted: list[tuple[str, str, int | None, tuple[IPv4Address, ...] | None]] = [
-        ("ssh", "tcp", host.ssh.port, None)
-    ]
+    wanted: list[tuple[str, str, int | None, tuple[IPv4Address, ...] | None]] = [("ssh", "tcp", host.ssh.port, None)]
     if host.has("etcd"):
-        wanted += [("etcd client", "tcp", svc.etcd.client_port, sources(inv, "etcd", "db")),
-                   ("etcd peer", "tcp", svc.etcd.peer_port, sources(inv, "etcd"))]
+        wanted += [
+            ("etcd client", "tcp", svc.etcd.client_port, sources(inv, "etcd", "db")),
+            ("etcd peer", "tcp", svc.etcd.peer_port, sources(inv, "etcd")),
+        ]
     if host.has("db"):
-        wanted += [("PostgreSQL", "tcp", svc.db.port, sources(inv, "db", "lb")),
-                   ("Patroni REST API", "tcp", svc.db.patroni_port, sources(inv, "db", "lb"))]
+        wanted += [
+            ("PostgreSQL", "tcp", svc.db.port, sources(inv, "db", "lb")),
+            ("Patroni REST API", "tcp", svc.db.patroni_port, sources(inv, "db", "lb")),
+        ]
     if host.has("cache"):
         clients = sources(inv, "cache", "app", "worker", "lb")
-        wanted += [("Redis", "tcp", svc.cache.port, clients),
-                   ("Redis Sentinel", "tcp", svc.cache.sentinel_port, clients)]
+        wanted += [
+            ("Redis", "tcp", svc.cache.port, clients),
+            ("Redis Sentinel", "tcp", svc.cache.sentinel_port, clients),
+        ]
     if host.has("app"):
         wanted.append(("app", "tcp", svc.app.port, sources(inv, "lb")))
     if host.has("lb"):
         wanted.append(("HTTP", "tcp", svc.lb.http_port, None))
         if inv.with_role("db"):
-            wanted += [("HAProxy PostgreSQL primary", "tcp", svc.lb.db_primary_port, sources(inv, "app", "worker")),
-                       ("HAProxy PostgreSQL replicas", "tcp", svc.lb.db_replica_port,
-                        sources(inv, "app", "worker"))]
+            wanted += [
+                ("HAProxy PostgreSQL primary", "tcp", svc.lb.db_primary_port, sources(inv, "app", "worker")),
+                ("HAProxy PostgreSQL replicas", "tcp", svc.lb.db_replica_port, sources(inv, "app", "worker")),
+            ]
         if inv.with_role("cache"):
             wanted.append(("HAProxy Redis", "tcp", svc.lb.cache_port, sources(inv, "app", "worker")))
         wanted.append(("HAProxy stats", "tcp", svc.lb.stats_port, sources(inv, "lb")))

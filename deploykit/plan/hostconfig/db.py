@@ -114,14 +114,17 @@ def hba_rules(inv: Inventory) -> tuple[HbaRule, ...]:
         HbaRule("host", "all", SUPERUSER, "127.0.0.1/32", method, "superuser on this host"),
     ]
     dbs = inv.with_role("db")
-    rules += [HbaRule("host", "all", SUPERUSER, f"{h.address}/32", method, f"superuser (pg_rewind) from {h.name}")
-              for h in dbs]
-    rules += [HbaRule("host", "replication", REPLICATION_USER, f"{h.address}/32", method, f"replication from {h.name}")
-              for h in dbs]
+    rules += [
+        HbaRule("host", "all", SUPERUSER, f"{h.address}/32", method, f"superuser (pg_rewind) from {h.name}")
+        for h in dbs
+    ]
+    rules += [
+        HbaRule("host", "replication", REPLICATION_USER, f"{h.address}/32", method, f"replication from {h.name}")
+        for h in dbs
+    ]
     # HAProxy proxies in TCP mode: connections through it arrive from the lb host's address.
     clients = [h for h in inv.hosts if h.has("app") or h.has("worker") or h.has("lb")]
-    rules += [HbaRule("host", APP_DATABASE, APP_USER, f"{h.address}/32", method, f"app from {h.name}")
-              for h in clients]
+    rules += [HbaRule("host", APP_DATABASE, APP_USER, f"{h.address}/32", method, f"app from {h.name}") for h in clients]
     return tuple(rules)
 
 
