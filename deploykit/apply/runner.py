@@ -59,9 +59,10 @@ def tier_minimum(inv: Inventory, placement: Placement, role: str) -> int:
     return 0
 
 
-def shortfall(inv: Inventory, placement: Placement, lost: set[str]) -> str:
-    """'' if every tier keeps its minimum without the `lost` hosts, else which tier falls short."""
-    for role in PHASE_NAMES[1:]:
+def shortfall(inv: Inventory, placement: Placement, lost: set[str], from_role: str = "etcd") -> str:
+    """'' if every tier (from `from_role` on, in phase order) keeps its minimum without the `lost` hosts,
+    else which tier falls short. Tiers already applied keep running on a host that failed a later phase."""
+    for role in PHASE_NAMES[max(1, PHASE_NAMES.index(from_role)):]:
         members = [h.name for h in inv.with_role(role)]
         if not members:
             continue
@@ -113,7 +114,7 @@ def apply_plan(plan: OnlinePlan, session: executor.Session, placement: Placement
         result.phases.append(phase)
         if on_phase_done:
             on_phase_done(phase)
-        short = shortfall(inv, placement, lost)
+        short = shortfall(inv, placement, lost, from_role=role)
         if short:
             result.aborted = f"stopped after phase {role}: {short}"
             break

@@ -214,7 +214,7 @@ def run_steps(session: Session, steps: dict[str, list[Step]],
             if isinstance(step, Upload):
                 result = add_op(state, files.put, name=step.description, src=io.BytesIO(step.content.encode()),
                                 dest=step.dest, user=step.owner, group=step.group, mode=step.mode,
-                                create_remote_dir=False, host=host)
+                                create_remote_dir=True, host=host)
             else:
                 assert isinstance(step, Shell)
                 result = add_op(state, server.shell, name=step.description, commands=[step.command], host=host)
