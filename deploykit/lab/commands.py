@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, Tim
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from deploykit.errors import DeploykitError
+from deploykit.errors import DeploykitError, LabError
 from deploykit.inventory import load_inventory
 from deploykit.lab.lab import Lab, Progress
 from deploykit.lab.state import existing_labs, load_state
@@ -80,6 +80,20 @@ def up(inventory: Path) -> None:
         f"lab [bold]{the_lab.name}[/]: {n} server(s) answer SSH after {time.monotonic() - progress.started:.1f} s"
         f" (known_hosts: {the_lab.state.known_hosts})"
     )
+
+
+@lab.command("smoke")
+@click.argument("inventory", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def smoke(inventory: Path) -> None:
+    """Post through one site's VIP and read it back through another's (after `deploykit apply`)."""
+    from deploykit.lab.smoke import smoke_test
+
+    result = smoke_test(load_inventory(inventory))
+    for line in result.lines:
+        console.print(line)
+    if not result.ok:
+        raise LabError("the smoke test failed: see above")
+    console.print("[bold green]smoke test passed[/]")
 
 
 @lab.command("status")

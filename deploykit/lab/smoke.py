@@ -1,0 +1,54 @@
+"""A smoke test of a deployed chirp on the lab: post through one site's VIP, read it back through another's.
+
+Only talks to the lab inventory's VIPs (10.77.0.0/16, on the lab's own bridges).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from deploykit.inventory.model import Inventory
+
+
+@dataclass
+class SmokeResult:
+    ok: bool
+    lines: list[str]
+
+
+def http(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 5) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def smoke_test(inv: Inventory) -> SmokeResult:
+    vips = [f"http://{s.vip}" for s in inv.sites.values() if s.vip is not None]
+    lines = [f"chirp is served at: {', '.join(vips)}"]
+    if len(vips) < 1:
+        return SmokeResult(False, [*lines, "no site has a VIP"])
+    write, read = vips[0], vips[-1]
+    name = f"smoke{int(time.time())}"
+    try:
+        for vip in vips:
+            code, health = http("GET", f"{vip}/healthz")
+            lines.append(f"{vip}/healthz -> {code} (served by {(health or {}).get('host', '?')})")
+        http("POST", f"{write}/api/users", {"name": name})
+        code, post = http("POST", f"{write}/api/posts", {"author": name, "text": "hello from the smoke test"})
+        if code != 201:
+            return SmokeResult(False, [*lines, f"POST {write}/api/posts -> {code}"])
+        code, back = http("GET", f"{read}/api/posts/{post['id']}")
+        ok = code == 200 and back.get("text") == "hello from the smoke test"
+        lines.append(f"posted #{post['id']} via {write}, read back via {read}: {'ok' if ok else f'FAILED ({code})'}")
+        return SmokeResult(ok, lines)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return SmokeResult(False, [*lines, f"smoke test failed: {exc}"])
