@@ -1,6 +1,6 @@
 """Generated secrets, stored next to the inventory, encrypted with a key kept outside its directory.
 
-File: `<inventory dir>/<inventory stem>.secrets` (a Fernet token: AES-128-CBC + HMAC-SHA256), safe to commit.
+File: `<inventory dir>/<deployment name>.secrets` (a Fernet token: AES-128-CBC + HMAC-SHA256), safe to commit.
 Key: `$DEPLOYKIT_KEY_FILE`, else `~/.config/deploykit/keys/<deployment name>.key` (created on first use, 0600).
 A key file inside the inventory's directory is refused: whoever can read the directory must not get both.
 """
@@ -39,7 +39,7 @@ def key_path(inv: Inventory) -> Path:
 
 
 def secrets_path(inv: Inventory) -> Path:
-    return inv.path.with_name(f"{inv.path.stem}.secrets")
+    return inv.directory / f"{inv.name}.secrets"  # per deployment: every inventory file of it shares them
 
 
 class SecretStore:

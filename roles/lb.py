@@ -66,7 +66,7 @@ def desired(cfg: LbHostConfig) -> RoleState:
     )
     return RoleState(
         role="lb",
-        packages=("haproxy", "keepalived", "curl"),
+        packages=("haproxy", "keepalived", "curl", "socat"),  # socat: the rolling release drains via the admin socket
         files=(
             # 0640 root:haproxy: it holds the stats and cache passwords; HAProxy reads it before dropping
             # privileges, but `haproxy -c` run by an operator in the haproxy group works too.

@@ -1,0 +1,188 @@
+"""Issue 5 end to end: chirp behind HAProxy + keepalived per site on the lab, under real failures.
+
+Runs after test_stack_data.py (same lab session; applies the whole stack itself if needed).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from deploykit.lab.lab import Lab
+from tests.e2e.conftest import LAB_INVENTORY, REPO, deploykit
+
+pytestmark = pytest.mark.e2e
+
+INV = str(LAB_INVENTORY)
+VIP = {"fra1": "10.77.1.100", "rbx1": "10.77.2.100", "ams1": "10.77.3.100"}
+
+
+def http(method: str, url: str, body: dict | None = None, timeout: float = 3) -> tuple[int, dict | None]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except OSError:
+        return 0, None
+
+
+@dataclass
+class Loop:
+    """A steady request loop against one URL (every `every` seconds), recording every answer."""
+
+    url: str
+    every: float = 0.05
+    results: list[tuple[float, int]] = field(default_factory=list)
+    releases: set[str] = field(default_factory=set)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> Loop:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            code, body = http("GET", self.url, timeout=2)
+            self.results.append((time.monotonic(), code))
+            if body and isinstance(body, dict) and body.get("release"):
+                self.releases.add(str(body["release"]))
+            time.sleep(self.every)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    @property
+    def failed(self) -> list[tuple[float, int]]:
+        return [r for r in self.results if r[1] != 200]
+
+
+@pytest.fixture(scope="module")
+def stack(lab: Lab) -> Lab:
+    r = deploykit("apply", INV, "--yes", "--no-diff")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for vip in VIP.values():
+        deadline = time.monotonic() + 60
+        while http("GET", f"http://{vip}/healthz")[0] != 200:
+            assert time.monotonic() < deadline, f"{vip} never became healthy"
+            time.sleep(0.5)
+    return lab
+
+
+def vip_holder(lab: Lab, site: str) -> str | None:
+    for host in (f"{site}-web-1", f"{site}-web-2"):
+        r = lab.ssh(host, "ip -4 -o addr show dev host0", timeout=10)
+        if r.returncode == 0 and f" {VIP[site]}/" in r.stdout:
+            return host
+    return None
+
+
+def test_a_post_written_through_one_vip_is_read_back_through_another(stack: Lab) -> None:
+    assert http("POST", f"http://{VIP['fra1']}/api/users", {"name": "e2e-writer"})[0] in (201, 409)
+    code, post = http("POST", f"http://{VIP['fra1']}/api/posts", {"author": "e2e-writer", "text": "across sites"})
+    assert code == 201 and post is not None
+    for site in ("rbx1", "ams1"):
+        code, back = http("GET", f"http://{VIP[site]}/api/posts/{post['id']}")
+        assert code == 200 and back is not None and back["text"] == "across sites"
+    assert http("POST", f"http://{VIP['ams1']}/api/users", {"name": "e2e-reader"})[0] in (201, 409)
+    assert http("POST", f"http://{VIP['ams1']}/api/follow", {"follower": "e2e-reader", "followee": "e2e-writer"})[0] \
+        in (200, 201)
+    code, timeline = http("GET", f"http://{VIP['rbx1']}/api/timeline/e2e-reader")
+    assert code == 200 and timeline is not None
+    assert any(p["id"] == post["id"] for p in timeline["posts"])
+
+
+def test_killing_the_vip_holder_moves_the_vip_to_its_peer(stack: Lab, measure) -> None:
+    holder = vip_holder(stack, "fra1")
+    assert holder is not None, "no fra1 lb holds the VIP"
+    peer = "fra1-web-2" if holder == "fra1-web-1" else "fra1-web-1"
+    with Loop(f"http://{VIP['fra1']}/healthz") as loop:
+        time.sleep(1)
+        t_kill = time.monotonic()
+        stack.kill([holder])
+        deadline = t_kill + 30
+        while vip_holder(stack, "fra1") != peer:
+            assert time.monotonic() < deadline, "the VIP did not move to the peer within 30 s"
+            time.sleep(0.1)
+        moved = time.monotonic() - t_kill
+        while not any(t > t_kill and code == 200 for t, code in loop.results[-3:]):
+            assert time.monotonic() < deadline, "requests through the VIP did not succeed again within 30 s"
+            time.sleep(0.1)
+        time.sleep(1)
+    back = next(t for t, code in loop.results if t > t_kill and code == 200) - t_kill
+    measure("keepalived: VIP on the peer after its holder was killed", f"{moved:.1f} s ({holder} -> {peer})")
+    measure("keepalived: requests through the VIP succeed again after the kill", f"{back:.1f} s "
+            f"({len(loop.failed)} of {len(loop.results)} requests failed in between)")
+    assert back < 15
+    stack.start([holder])
+    time.sleep(2)
+    assert vip_holder(stack, "fra1") == peer  # nopreempt: the recovered holder does not take it back
+
+
+def test_killing_an_app_host_drops_it_from_haproxy(stack: Lab, measure) -> None:
+    holder = vip_holder(stack, "rbx1")
+    victim = "rbx1-web-2" if holder == "rbx1-web-1" else "rbx1-web-1"
+    with Loop(f"http://{VIP['rbx1']}/api/posts/1") as loop:
+        time.sleep(1)
+        t_kill = time.monotonic()
+        stack.kill([victim])
+        time.sleep(6)
+    after = [(t, c) for t, c in loop.results if t >= t_kill]
+    failed = [r for r in after if r[1] != 200]
+    window = (failed[-1][0] - t_kill) if failed else 0.0
+    measure("HAProxy: failed requests after an app host was killed",
+            f"{len(failed)} of {len(after)} ({window:.1f} s window; checks every 1 s, fall 2)")
+    stack.start([victim])
+    assert len(after) > 20
+    assert window <= 3.0, f"requests kept failing {window:.1f} s after the kill"
+    r = stack.ssh(holder, "echo 'show stat' | socat stdio /run/haproxy/admin.sock | grep '^app,'", timeout=10)
+    assert r.returncode == 0
+
+
+def test_a_new_release_rolls_out_with_zero_failed_requests(stack: Lab, tmp_path: Path, measure) -> None:
+    src = tmp_path / "chirp"
+    shutil.copytree(REPO / "apps" / "chirp", src, ignore=shutil.ignore_patterns("__pycache__"))
+    (src / "RELEASE").write_text("e2e release\n")
+    inv = LAB_INVENTORY.with_name("lab-release-e2e.yml")
+    text = LAB_INVENTORY.read_text().replace("  app: {port: 8000, health: /healthz, min_capacity: 0.5}",
+                                               f"  app: {{port: 8000, health: /healthz, min_capacity: 0.5, "
+                                               f"source: {src}}}")
+    assert f"source: {src}" in text
+    inv.write_text(text)
+    try:
+        _, before = http("GET", f"http://{VIP['ams1']}/healthz")
+        assert before is not None
+        with Loop(f"http://{VIP['ams1']}/healthz", every=0.02) as loop:
+            t0 = time.monotonic()
+            r = deploykit("apply", str(inv), "--yes", "--no-diff")
+            took = time.monotonic() - t0
+            time.sleep(1)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        _, after = http("GET", f"http://{VIP['ams1']}/healthz")
+        assert after is not None and after["release"] != before["release"]
+        measure("rolling release of 6 app hosts", f"{took:.1f} s, {len(loop.failed)} failed of "
+                f"{len(loop.results)} requests; releases seen: {len(loop.releases)}")
+        assert len(loop.results) > 100
+        assert loop.failed == [], f"{len(loop.failed)} requests failed during the rolling release"
+        assert {before["release"], after["release"]} <= loop.releases
+    finally:
+        inv.unlink()
+        r = deploykit("apply", INV, "--yes", "--no-diff")  # back to the bundled release
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def test_a_second_apply_of_the_whole_stack_changes_nothing(stack: Lab) -> None:
+    r = deploykit("apply", INV, "--yes")
+    assert r.returncode == 0 and "9 hosts: 0 to change, 9 unchanged. No changes." in r.stdout, r.stdout + r.stderr
