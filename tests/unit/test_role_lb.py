@@ -260,7 +260,7 @@ def test_validate_notify_and_services() -> None:
     assert (haproxy_cfg.mode, haproxy_cfg.group, keepalived_conf.mode) == ("0640", "haproxy", "0640")
     assert not haproxy_cfg.seed and not keepalived_conf.seed
     assert st.services == (Service("haproxy", reload=True), Service("keepalived", reload=True))
-    assert st.packages == ("haproxy", "keepalived", "curl")
+    assert st.packages == ("haproxy", "keepalived", "curl", "socat")
 
 
 def test_wait_asks_the_stats_port_without_credentials() -> None:
