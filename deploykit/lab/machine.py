@@ -18,6 +18,8 @@ from deploykit.errors import LabError
 from deploykit.lab.layout import Server
 from deploykit.lab.proc import run
 
+PROPAGATE_ROOT = Path("/run/systemd/nspawn/propagate")
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 REBOOT_EXIT_CODE = 133
 
@@ -150,6 +152,22 @@ class Machine:
             lines = []
         return lines[-1] if lines else "exited"
 
+    @property
+    def propagate_dir(self) -> Path:
+        return PROPAGATE_ROOT / self.server.name
+
+    def clear_propagate_dir(self) -> None:
+        """systemd-nspawn refuses to boot a machine whose propagation directory (with a mount in it) was left
+        by an nspawn that was SIGKILLed; unmount and remove it while the machine is not running."""
+        d = self.propagate_dir
+        if not d.exists():
+            return
+        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                  if line.split()[4] == str(d) or line.split()[4].startswith(f"{d}/")]
+        for mountpoint in sorted(mounts, key=len, reverse=True):
+            run(["umount", "-l", mountpoint])
+        run(["rm", "-rf", "--one-file-system", str(d)])
+
     def start(self) -> None:
         """Boot the server (its disk must be mounted). A server already running is left as it is."""
         if self.is_running():
@@ -157,6 +175,8 @@ class Machine:
         deadline = time.monotonic() + 5
         while self.supervisor_pid() is not None and time.monotonic() < deadline:  # the killed one, exiting
             time.sleep(0.02)
+        if self.supervisor_pid() is None:
+            self.clear_propagate_dir()
         for c in self.cgroups:
             c.mkdir(parents=True, exist_ok=True)
         with open(self.console_log, "ab") as log:
@@ -203,6 +223,7 @@ class Machine:
             raise LabError(f"{self.server.name}: {self.root} is still mounted")
         for top in self.cgroups:
             remove_cgroup_tree(top)
+        self.clear_propagate_dir()
         run(["rm", "-rf", "--one-file-system", str(self.directory)])
 
     def memory_bytes(self) -> int | None:
