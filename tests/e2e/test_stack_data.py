@@ -94,7 +94,7 @@ def test_first_apply_brings_up_patroni_with_one_leader_and_streaming_replicas(la
 def test_first_apply_brings_up_redis_with_replicas_and_sentinels(lab: Lab, first_apply) -> None:
     auth = "REDISCLI_AUTH=$(cat /etc/redis/deploykit.auth)"
     addr = wait_for("sentinels agree on a master", lambda: ok(
-        lab, "fra1-data-1", "redis-cli -p 26379 sentinel get-master-addr-by-name chirp-lab").split())
+        lab, "fra1-data-1", f"{auth} redis-cli -p 26379 sentinel get-master-addr-by-name chirp-lab").split())
     master_ip = addr[0]
     master = {"10.77.1.21": "fra1-data-1", "10.77.2.21": "rbx1-data-1", "10.77.3.21": "ams1-data-1"}[master_ip]
     info = wait_for("2 connected replicas", lambda: (
@@ -103,7 +103,7 @@ def test_first_apply_brings_up_redis_with_replicas_and_sentinels(lab: Lab, first
     for host in DATA:
         if host != master:
             assert "role:slave" in ok(lab, host, f"{auth} redis-cli info replication")
-    sentinels = ok(lab, "ams1-data-1", "redis-cli -p 26379 sentinel master chirp-lab")
+    sentinels = ok(lab, "ams1-data-1", f"{auth} redis-cli -p 26379 sentinel master chirp-lab")
     lines = sentinels.split()
     assert lines[lines.index("num-other-sentinels") + 1] == "2"
     assert lines[lines.index("quorum") + 1] == "2"
