@@ -97,7 +97,8 @@ def install_file(path: str, validate: str | None) -> str:
     if not validate:
         return move
     check = validate.format(path=q(candidate))
-    return (f"if {check}; then {move}; else rc=$?; rm -f {q(candidate)}; "
+    # the check runs in a subshell: an `exit` inside it must not end the whole command before the rename
+    return (f"if ( {check} ); then {move}; else rc=$?; rm -f {q(candidate)}; "
             f"echo 'deploykit: {path} failed its check; the live file is unchanged' >&2; exit $rc; fi")
 
 

@@ -131,14 +131,14 @@ def test_second_apply_changes_nothing(first_apply, measure) -> None:
 
 
 def test_plan_shows_exactly_a_hand_made_change_and_exits_2(lab: Lab, first_apply) -> None:
-    ok(lab, "rbx1-web-2", "echo '# edited by hand' >> /etc/ssh/sshd_config.d/60-deploykit.conf")
+    ok(lab, "rbx1-web-2", "echo '# edited by hand' >> /etc/ssh/sshd_config.d/05-deploykit.conf")
     r = deploykit("plan", INV, "--json")
     assert r.returncode == 2, r.stdout + r.stderr
     data = json.loads(r.stdout)
     changed = {n: h for n, h in data["hosts"].items() if h["status"] != "unchanged"}
     assert list(changed) == ["rbx1-web-2"]
     (role,) = changed["rbx1-web-2"]["roles"]
-    assert [(f["path"], f["action"]) for f in role["files"]] == [("/etc/ssh/sshd_config.d/60-deploykit.conf",
+    assert [(f["path"], f["action"]) for f in role["files"]] == [("/etc/ssh/sshd_config.d/05-deploykit.conf",
                                                                    "update")]
     assert "-# edited by hand" in role["files"][0]["diff"]
     assert [s["name"] for s in role["services"]] == ["ssh"]
@@ -150,10 +150,10 @@ def test_plan_shows_exactly_a_hand_made_change_and_exits_2(lab: Lab, first_apply
 
 
 def test_apply_without_a_terminal_needs_yes(lab: Lab, first_apply) -> None:
-    ok(lab, "fra1-web-1", "echo '# drift' >> /etc/ssh/sshd_config.d/60-deploykit.conf")
+    ok(lab, "fra1-web-1", "echo '# drift' >> /etc/ssh/sshd_config.d/05-deploykit.conf")
     r = deploykit("apply", INV)
     assert r.returncode == 1 and "pass --yes" in r.stderr
-    assert "# drift" in ok(lab, "fra1-web-1", "cat /etc/ssh/sshd_config.d/60-deploykit.conf")  # nothing applied
+    assert "# drift" in ok(lab, "fra1-web-1", "cat /etc/ssh/sshd_config.d/05-deploykit.conf")  # nothing applied
 
 
 def test_saved_plan_is_applied_exactly_and_a_stale_one_refused(lab: Lab, first_apply, tmp_path: Path) -> None:
@@ -161,7 +161,7 @@ def test_saved_plan_is_applied_exactly_and_a_stale_one_refused(lab: Lab, first_a
     r = deploykit("plan", INV, "--out", str(saved))
     assert r.returncode == 2, r.stdout + r.stderr
     assert json.loads(saved.read_text())["counts"]["change"] == 1  # the drift of the previous test
-    ok(lab, "ams1-web-1", "echo '# more drift' >> /etc/ssh/sshd_config.d/60-deploykit.conf")
+    ok(lab, "ams1-web-1", "echo '# more drift' >> /etc/ssh/sshd_config.d/05-deploykit.conf")
     stale = deploykit("apply", str(saved))
     assert stale.returncode == 1 and "stale plan" in stale.stderr and "ams1-web-1" in stale.stderr
     r = deploykit("plan", INV, "--out", str(saved))

@@ -20,7 +20,7 @@ def test_install_file_without_check_is_an_atomic_rename():
 
 def test_install_file_checks_the_candidate_and_keeps_the_live_file_on_failure():
     assert install_file("/etc/haproxy/haproxy.cfg", "haproxy -c -f {path}") == (
-        "if haproxy -c -f /etc/haproxy/haproxy.cfg.deploykit-new; then "
+        "if ( haproxy -c -f /etc/haproxy/haproxy.cfg.deploykit-new ); then "
         "mv -f /etc/haproxy/haproxy.cfg.deploykit-new /etc/haproxy/haproxy.cfg; "
         "else rc=$?; rm -f /etc/haproxy/haproxy.cfg.deploykit-new; "
         "echo 'deploykit: /etc/haproxy/haproxy.cfg failed its check; the live file is unchanged' >&2; exit $rc; fi"

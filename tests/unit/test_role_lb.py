@@ -110,7 +110,7 @@ def test_defaults_and_runtime_api() -> None:
     for want in (
         "option redispatch",
         "retries 3",
-        "timeout connect 5s",
+        "timeout connect 1s",
         "stats socket /run/haproxy/admin.sock mode 660 level admin",
     ):
         assert want in cfg
