@@ -327,7 +327,7 @@ class _Member:
 
 
 def _members(entries: list[_Entry]) -> list[_Member]:
-    out = []
+    out: list[_Member] = []
     for e in entries:
         roles = tuple(r for r in ROLES if r in e.spec.roles)
         out.extend(_Member(n, e.spec.site, roles, e.spec.rack) for n in e.names)
