@@ -238,6 +238,7 @@ class Lab:
                 return False
             return self.ssh(name, "true", timeout=10).returncode == 0
 
+        retried: set[str] = set()
         with ThreadPoolExecutor(max_workers=32) as pool:
             while pending:
                 results = list(pool.map(answers, pending))
@@ -246,7 +247,14 @@ class Lab:
                         progress.answered(name)
                 pending = [n for n, ok in zip(pending, results, strict=True) if not ok]
                 for m in self.machines(pending):
-                    if (why := m.failure()) is not None:
+                    why = m.failure()
+                    if why is not None and "nspawn/propagate" in why and m.server.name not in retried:
+                        # a propagation directory left by an earlier, SIGKILLed nspawn: clear it, boot once more
+                        retried.add(m.server.name)
+                        m.clear_propagate_dir()
+                        m.start()
+                        continue
+                    if why is not None:
                         raise LabError(f"{m.server.name} stopped while booting: {why} (log: {m.console_log})")
                 if pending and time.monotonic() > deadline:
                     raise LabError(f"no SSH answer after {timeout:.0f} s from: {', '.join(pending)}")
