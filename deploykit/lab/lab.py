@@ -249,9 +249,9 @@ class Lab:
                 for m in self.machines(pending):
                     why = m.failure()
                     if why is not None and "nspawn/propagate" in why and m.server.name not in retried:
-                        # a propagation directory left by an earlier, SIGKILLed nspawn: clear it, boot once more
+                        # leftovers of an earlier, SIGKILLed nspawn (its propagation directory, its veth while
+                        # the kernel still tears down its namespace): clear them and boot once more
                         retried.add(m.server.name)
-                        m.clear_propagate_dir()
                         m.start()
                         continue
                     if why is not None:

@@ -168,6 +168,17 @@ class Machine:
             run(["umount", "-l", mountpoint])
         run(["rm", "-rf", "--one-file-system", str(d)])
 
+    def clear_stale_veth(self) -> None:
+        """The kernel tears down a dead server's network namespace asynchronously (seconds, when many die at
+        once, as on `lab down`); until then its host-side veth lingers and a new nspawn fails with "Failed to
+        add new veth interfaces: File exists". The server is not running, so the veth is stale: delete it."""
+        link = Path("/sys/class/net") / self.server.veth
+        if link.exists():
+            run(["ip", "link", "del", self.server.veth], check=False)
+            deadline = time.monotonic() + 5
+            while link.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
     def start(self) -> None:
         """Boot the server (its disk must be mounted). A server already running is left as it is."""
         if self.is_running():
@@ -177,6 +188,7 @@ class Machine:
             time.sleep(0.02)
         if self.supervisor_pid() is None:
             self.clear_propagate_dir()
+            self.clear_stale_veth()
         for c in self.cgroups:
             c.mkdir(parents=True, exist_ok=True)
         with open(self.console_log, "ab") as log:
@@ -224,6 +236,7 @@ class Machine:
         for top in self.cgroups:
             remove_cgroup_tree(top)
         self.clear_propagate_dir()
+        self.clear_stale_veth()
         run(["rm", "-rf", "--one-file-system", str(self.directory)])
 
     def memory_bytes(self) -> int | None:
