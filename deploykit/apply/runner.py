@@ -16,6 +16,7 @@ from deploykit.execute.steps import role_steps
 from deploykit.inventory.model import Inventory
 from deploykit.plan.placement import Placement
 
+ONE_AT_A_TIME = ("cache",)  # phases whose hosts change one after the other, each waited for
 APP_BACKEND = "app"  # HAProxy backend of the app frontend (placement's Frontend name)
 
 
@@ -101,6 +102,11 @@ def apply_plan(plan: OnlinePlan, session: executor.Session, placement: Placement
         t0 = time.monotonic()
         if role == "app":
             outcomes = _rolling_app(inv, placement, session, changes, lost, on_step)
+        elif role in ONE_AT_A_TIME:
+            outcomes = {}
+            for n in sorted(changes):  # a restart of every Redis at once would be an outage (and a failover)
+                outcomes.update(executor.run_steps(session, {n: role_steps(changes[n], run_once=not outcomes)},
+                                                   on_step=on_step))
         else:
             once_host = min(changes)
             steps = {n: role_steps(rc, run_once=n == once_host) for n, rc in changes.items()}
