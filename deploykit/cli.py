@@ -112,8 +112,8 @@ def plan(inventory: Path, offline: bool, as_json: bool, out_file: Path | None, l
 
     inv = load_inventory(inventory)
     placement = plan_placement(inv)
-    report = analyse_resilience(inv, placement)
     if offline:
+        report = analyse_resilience(inv, placement)
         if as_json:
             from deploykit.plan.serialize import offline_plan_data
 

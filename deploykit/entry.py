@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-CONNECTING = {"plan", "apply", "status"}
+CONNECTING = {"plan", "apply"}
 
 
 def needs_gevent(args: list[str]) -> bool:

@@ -10,7 +10,6 @@ from deploykit.apply.phases import desired_states, missing_phases
 from deploykit.execute import executor
 from deploykit.execute.diff import HostPlan, diff_host, probe_spec
 from deploykit.inventory.model import Host, Inventory
-from deploykit.plan.desired import RoleState
 from deploykit.plan.placement import Placement
 from deploykit.secrets_store import SecretStore
 
@@ -50,7 +49,7 @@ def inventory_sha256(inv: Inventory) -> str:
 def make_plan(inv: Inventory, placement: Placement, store: SecretStore, hosts: list[Host], *,
               accept_new_host_keys: bool = False, limit: tuple[str, ...] = (),
               on_connect: Callable[[str, bool], None] | None = None,
-              ) -> tuple[OnlinePlan, executor.Session, dict[str, list[RoleState]]]:
+              ) -> tuple[OnlinePlan, executor.Session]:
     """Plan for `hosts` (the caller disconnects the returned session)."""
     states = desired_states(inv, placement, store.get, hosts)
     plan = OnlinePlan(inv, inventory_sha256(inv), missing_roles=missing_phases(), limit=limit)
@@ -63,4 +62,4 @@ def make_plan(inv: Inventory, placement: Placement, store: SecretStore, hosts: l
     for h in hosts:
         if h.name in facts:
             plan.hosts[h.name] = diff_host(h.name, states[h.name], facts[h.name], redact)
-    return plan, session, states
+    return plan, session

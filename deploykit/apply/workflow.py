@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -29,18 +30,10 @@ def _plan(inv: Inventory, placement: Placement, err: Console, limit: tuple[str, 
     store = SecretStore(inv)
     t0 = time.monotonic()
     with err.status(f"connecting to {len(hosts)} hosts and reading their state ...") if err.is_terminal \
-            else _nullcontext():
-        plan, session, _ = make_plan(inv, placement, store, hosts, accept_new_host_keys=accept_new, limit=limit)
+            else nullcontext():
+        plan, session = make_plan(inv, placement, store, hosts, accept_new_host_keys=accept_new, limit=limit)
     err.print(Text(f"probed {len(plan.hosts)} of {len(hosts)} hosts in {time.monotonic() - t0:.1f}s", style="dim"))
     return plan, session
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def online_plan(inv: Inventory, placement: Placement, out: Console, err: Console, *, as_json: bool,

@@ -88,10 +88,9 @@ def diff_host(host: str, states: list[RoleState], facts: HostFacts, redact: Call
         dirs = tuple(d for d in state.directories if _dir_differs(d, facts.directories.get(d.path)))
         files = tuple(c for c in (_file_change(f, facts, redact) for f in state.files) if c is not None)
         services = _service_changes(state, files, facts)
-        changes = RoleChanges(state.role, pkgs, masks, dirs, files, services)
-        if not changes.empty:
-            changes = RoleChanges(state.role, pkgs, masks, dirs, files, services, state.waits, state.once)
-        plan.roles.append(changes)
+        changed = bool(pkgs or masks or dirs or files or services)  # waits and `once` only follow a change
+        plan.roles.append(RoleChanges(state.role, pkgs, masks, dirs, files, services,
+                                      state.waits if changed else (), state.once if changed else None))
     return plan
 
 

@@ -98,7 +98,15 @@ def _host_data(h: Host, accept_new_host_keys: bool) -> dict[str, Any]:
     }
 
 
+_capture: _ErrorCapture | None = None
+
+
 def _quiet_pyinfra() -> _ErrorCapture:
+    """Route pyinfra's and paramiko's logging to a capture (once); each call starts with no lines."""
+    global _capture
+    if _capture is not None:
+        _capture.lines.clear()
+        return _capture
     paramiko_log = logging.getLogger("paramiko")
     paramiko_log.propagate = False
     paramiko_log.setLevel(logging.CRITICAL + 1)
@@ -109,6 +117,7 @@ def _quiet_pyinfra() -> _ErrorCapture:
     capture = _ErrorCapture()
     log.addHandler(capture)
     log.setLevel(logging.WARNING)
+    _capture = capture
     return capture
 
 
@@ -224,30 +233,30 @@ def run_steps(session: Session, steps: dict[str, list[Step]],
         run_ops(state, no_wait=True)
     except PyinfraError:
         pass  # every host failed; each one's outcome is read below
-    for name in names:
-        host = session.by_name[name]
-        outcome = outcomes[name]
-        for description, meta in metas[name]:
-            try:
-                succeeded = meta.did_succeed(_raise_if_not_complete=False)
-            except Exception:
-                succeeded = False
-            if not meta.is_complete():
-                break
-            if not succeeded:
-                outcome.ok = False
-                detail = (meta.stderr or meta.stdout or "").strip().splitlines()[-3:]
-                outcome.error = f"{description}: " + (" | ".join(detail) or "failed")
-                break
-            outcome.steps_done += 1
-            if on_step:
-                on_step(name, description)
-        else:
+    for name in steps:
+        if name not in names:
+            if steps[name]:
+                outcomes[name] = HostOutcome(False, "not connected")
             continue
-        if outcome.ok and outcome.steps_done < len(metas[name]):
-            outcome.ok = False
-            outcome.error = _last_error_for(name, capture) or "stopped before all steps ran (connection lost?)"
+        outcomes[name] = _read_outcome(name, metas[name], capture, on_step)
     return outcomes
+
+
+def _read_outcome(name: str, metas: list[tuple[str, Any]], capture: _ErrorCapture,
+                  on_step: Callable[[str, str], None] | None) -> HostOutcome:
+    """How far one host got: its steps stop at the first one that failed or never ran."""
+    outcome = HostOutcome()
+    for description, meta in metas:
+        if not meta.is_complete():
+            why = _last_error_for(name, capture) or "stopped before all steps ran (connection lost?)"
+            return HostOutcome(False, why, outcome.steps_done)
+        if not meta.did_succeed(_raise_if_not_complete=False):
+            detail = (meta.stderr or meta.stdout or "").strip().splitlines()[-3:]
+            return HostOutcome(False, f"{description}: " + (" | ".join(detail) or "failed"), outcome.steps_done)
+        outcome.steps_done += 1
+        if on_step:
+            on_step(name, description)
+    return outcome
 
 
 def _last_error_for(name: str, capture: _ErrorCapture) -> str:

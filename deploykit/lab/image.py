@@ -26,7 +26,7 @@ BOOTSTRAP_PACKAGES: tuple[str, ...] = ("systemd", "systemd-sysv", "dbus", "ca-ce
 PACKAGES: tuple[str, ...] = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "iputils-ping", "python3", "sudo",
     "ca-certificates", "procps", "curl", "nftables", "haproxy", "keepalived", "postgresql-15",
-    "postgresql-client-15", "patroni", "etcd-server", "etcd-client", "redis-server", "redis-sentinel",
+    "postgresql-client-15", "patroni", "python3-etcd", "etcd-server", "etcd-client", "redis-server", "redis-sentinel",
     "redis-tools", "gunicorn", "python3-flask", "python3-psycopg2", "python3-redis", "python3-psycopg", "socat",
 )  # fmt: skip
 # Units the packages enable that must not run until a deploykit role configures them (or ever, offline).

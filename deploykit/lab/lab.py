@@ -238,7 +238,6 @@ class Lab:
                 return False
             return self.ssh(name, "true", timeout=10).returncode == 0
 
-        retried: set[str] = set()
         with ThreadPoolExecutor(max_workers=32) as pool:
             while pending:
                 results = list(pool.map(answers, pending))
@@ -247,14 +246,7 @@ class Lab:
                         progress.answered(name)
                 pending = [n for n, ok in zip(pending, results, strict=True) if not ok]
                 for m in self.machines(pending):
-                    why = m.failure()
-                    if why is not None and "nspawn/propagate" in why and m.server.name not in retried:
-                        # leftovers of an earlier, SIGKILLed nspawn (its propagation directory, its veth while
-                        # the kernel still tears down its namespace): clear them and boot once more
-                        retried.add(m.server.name)
-                        m.start()
-                        continue
-                    if why is not None:
+                    if (why := m.failure()) is not None:
                         raise LabError(f"{m.server.name} stopped while booting: {why} (log: {m.console_log})")
                 if pending and time.monotonic() > deadline:
                     raise LabError(f"no SSH answer after {timeout:.0f} s from: {', '.join(pending)}")

@@ -22,6 +22,7 @@ class SmokeResult:
 
 
 def http(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 5) -> tuple[int, Any]:
+    """(status, JSON body); (0, None) when nothing answered (refused, timed out)."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     try:
@@ -29,6 +30,8 @@ def http(method: str, url: str, body: dict[str, Any] | None = None, timeout: flo
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, None
+    except OSError:
+        return 0, None
 
 
 def smoke_test(inv: Inventory) -> SmokeResult:
@@ -44,10 +47,10 @@ def smoke_test(inv: Inventory) -> SmokeResult:
             lines.append(f"{vip}/healthz -> {code} (served by {(health or {}).get('host', '?')})")
         http("POST", f"{write}/api/users", {"name": name})
         code, post = http("POST", f"{write}/api/posts", {"author": name, "text": "hello from the smoke test"})
-        if code != 201:
+        if code != 201 or not isinstance(post, dict):
             return SmokeResult(False, [*lines, f"POST {write}/api/posts -> {code}"])
         code, back = http("GET", f"{read}/api/posts/{post['id']}")
-        ok = code == 200 and back.get("text") == "hello from the smoke test"
+        ok = code == 200 and isinstance(back, dict) and back.get("text") == "hello from the smoke test"
         lines.append(f"posted #{post['id']} via {write}, read back via {read}: {'ok' if ok else f'FAILED ({code})'}")
         return SmokeResult(ok, lines)
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -5,36 +5,22 @@ Runs after test_stack_data.py (same lab session; applies the whole stack itself 
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from deploykit.lab.lab import Lab
+from deploykit.lab.smoke import http
 from tests.e2e.conftest import LAB_INVENTORY, REPO, deploykit
 
 pytestmark = pytest.mark.e2e
 
 INV = str(LAB_INVENTORY)
 VIP = {"fra1": "10.77.1.100", "rbx1": "10.77.2.100", "ams1": "10.77.3.100"}
-
-
-def http(method: str, url: str, body: dict | None = None, timeout: float = 3) -> tuple[int, dict | None]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
-    except OSError:
-        return 0, None
 
 
 @dataclass
