@@ -100,36 +100,61 @@ def validate(inventory: Path, as_json: bool) -> None:
 @click.option("--limit", multiple=True, help="Only these hosts, roles, sites or providers (repeatable).")
 @click.option("--no-diff", is_flag=True, help="List changed files without their diffs.")
 @click.option("--accept-new-host-keys", is_flag=True, help="Trust (and record) keys of hosts not in known_hosts.")
+@click.option("--failures-only", is_flag=True, help="With --offline: list only the losses that are not all up.")
 def plan(inventory: Path, offline: bool, as_json: bool, out_file: Path | None, limit: tuple[str, ...],
-         no_diff: bool, accept_new_host_keys: bool) -> None:
+         no_diff: bool, accept_new_host_keys: bool, failures_only: bool) -> None:
     """Show what would change on every host (exit 0: none, 2: changes, 1: error).
 
     With --offline: the placement and the resilience report only (exit 0 when the stack survives
-    the loss of any one unit of every failure-domain level, 1 when some loss takes a tier down).
+    the loss of any one unit of every failure-domain level, 3 when some loss takes a tier down);
+    --out FILE saves it as JSON.
     """
+    from deploykit.apply.selection import select_hosts
     from deploykit.inventory import load_inventory
-    from deploykit.plan import analyse_resilience, plan_placement
+    from deploykit.plan import plan_placement
 
+    if failures_only and not offline:
+        raise click.UsageError("--failures-only applies to the offline plan (plan --offline)")
     inv = load_inventory(inventory)
+    select_hosts(inv, limit)  # an unknown name is an error (with the nearest names), whatever the mode
+    if offline and limit:
+        raise click.UsageError("--limit applies to the online plan; the offline plan always covers the whole "
+                               "inventory (placement and resilience are properties of all hosts together)")
     placement = plan_placement(inv)
     if offline:
-        report = analyse_resilience(inv, placement)
-        if as_json:
-            from deploykit.plan.serialize import offline_plan_data
-
-            click.echo(json.dumps(offline_plan_data(inv, placement, report), indent=2))
-        else:
-            from deploykit.plan.report import print_offline_plan
-
-            print_offline_plan(out, inv, placement, report)
-        if not report.survives:
-            raise SystemExit(ExitCode.ERROR)
+        _offline_plan(inv, placement, as_json=as_json, out_file=out_file, failures_only=failures_only)
         return
     from deploykit.apply.workflow import online_plan
 
     code = online_plan(inv, placement, out, err, as_json=as_json, out_file=out_file, limit=limit,
                        show_diffs=not no_diff, accept_new_host_keys=accept_new_host_keys)
     raise SystemExit(code)
+
+
+def _offline_plan(inv: Any, placement: Any, *, as_json: bool, out_file: Path | None, failures_only: bool) -> None:
+    from deploykit.plan import analyse_resilience
+    from deploykit.plan.serialize import offline_plan_data
+
+    report = analyse_resilience(inv, placement)
+    if as_json or out_file is not None:
+        data = json.dumps(offline_plan_data(inv, placement, report), indent=2) + "\n"
+        if as_json:
+            click.echo(data, nl=False)
+        if out_file is not None:
+            tmp = out_file.with_name(out_file.name + ".tmp")
+            try:
+                tmp.write_text(data)
+                tmp.replace(out_file)
+            except OSError as exc:
+                raise DeploykitError(f"{out_file}: cannot save the offline plan ({exc.strerror})") from exc
+            err.print(Text(f"offline plan (placement and resilience, JSON) saved to {out_file}; it records "
+                           "no host state, so `deploykit apply` does not take it", style="cyan"))
+    if not as_json:
+        from deploykit.plan.report import print_offline_plan
+
+        print_offline_plan(out, inv, placement, report, failures_only)
+    if not report.survives:
+        raise SystemExit(ExitCode.NOT_RESILIENT)
 
 
 @cli.command()
@@ -200,6 +225,9 @@ def main(argv: list[str] | None = None) -> Any:
         code = exc.exit_code
     except click.exceptions.Exit as exc:
         code = exc.exit_code
+    except click.UsageError as exc:
+        exc.show()
+        code = ExitCode.USAGE
     except click.ClickException as exc:
         exc.show()
         code = ExitCode.ERROR

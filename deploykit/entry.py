@@ -1,8 +1,9 @@
-"""Console-script entry: commands that connect to hosts get gevent's monkey-patching first.
+"""Console-script entry: commands that connect to hosts get gevent's monkey-patching first, here and only here.
 
 pyinfra runs hosts as gevent greenlets; paramiko's transport threads must be greenlets too, which only
 works if threading and sockets are patched before anything imports them. Pure commands (validate,
-plan --offline, lab, secrets) skip it and stay fast.
+plan --offline, lab, secrets) skip it and stay fast. Nothing else in deploykit patches anything: the executor
+refuses to connect when this did not run.
 """
 
 from __future__ import annotations
@@ -18,11 +19,16 @@ def needs_gevent(args: list[str]) -> bool:
     return command in CONNECTING and "--offline" not in args
 
 
+def patch_gevent() -> None:
+    from gevent import monkey
+
+    if not monkey.is_module_patched("socket"):
+        monkey.patch_all()
+
+
 def main() -> Any:
     if needs_gevent(sys.argv[1:]):
-        from gevent import monkey
-
-        monkey.patch_all()
+        patch_gevent()
     from deploykit.cli import main as cli_main
 
     return cli_main()

@@ -6,9 +6,14 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
+    """Stable exit codes (documented in README): CI tells "invalid" from "changes pending" from "not
+    resilient" from "bad command line"."""
+
     OK = 0
-    ERROR = 1          # validation error, failed apply, resilience failure
-    CHANGES = 2        # plan: changes pending (terraform -detailed-exitcode)
+    ERROR = 1  # invalid input (inventory, plan file, --limit), or a failed/unreachable host, a failed apply
+    CHANGES = 2  # plan: changes pending (terraform -detailed-exitcode)
+    NOT_RESILIENT = 3  # plan --offline: some loss of one failure-domain unit takes a tier down
+    USAGE = 64  # the command line itself is wrong (unknown option, missing argument): sysexits' EX_USAGE
     INTERRUPTED = 130
 
 

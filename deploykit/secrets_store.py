@@ -35,11 +35,26 @@ def key_path(inv: Inventory) -> Path:
     if env:
         return Path(env).expanduser().resolve()
     base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
-    return (base / "deploykit" / "keys" / f"{inv.name}.key").resolve()
+    return _named_file(base / "deploykit" / "keys", inv.name, ".key", "the secrets key").resolve()
 
 
 def secrets_path(inv: Inventory) -> Path:
-    return inv.directory / f"{inv.name}.secrets"  # per deployment: every inventory file of it shares them
+    # per deployment: every inventory file of it shares them
+    return _named_file(inv.directory, inv.name, ".secrets", "the secrets file")
+
+
+def _named_file(directory: Path, name: str, suffix: str, what: str) -> Path:
+    """`directory/<name><suffix>`, refused unless it is a file directly in `directory`.
+
+    Validation already restricts the deployment name to a slug; this holds for an Inventory built any other
+    way. The check is on the path as computed, not as resolved: a key file that is a symlink the user made
+    stays theirs to make.
+    """
+    path = directory / f"{name}{suffix}"
+    if path.parent != directory or "\x00" in name:
+        raise SecretsError(f"the deployment name {name!r} would put {what} at {path}, outside {directory}; "
+                           "the name must be a plain slug like 'chirp' (deploykit validate checks it)")
+    return path
 
 
 class SecretStore:

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from deploykit.apply.phases import desired_states, missing_phases
+from deploykit.apply.phases import desired_states
 from deploykit.execute import executor
 from deploykit.execute.diff import HostPlan, diff_host, probe_spec
 from deploykit.inventory.model import Host, Inventory
@@ -21,7 +21,6 @@ class OnlinePlan:
     hosts: dict[str, HostPlan] = field(default_factory=dict)  # probed hosts, in inventory order
     unreachable: dict[str, str] = field(default_factory=dict)
     probe_failed: dict[str, str] = field(default_factory=dict)
-    missing_roles: list[str] = field(default_factory=list)
     limit: tuple[str, ...] = ()
 
     @property
@@ -52,7 +51,7 @@ def make_plan(inv: Inventory, placement: Placement, store: SecretStore, hosts: l
               ) -> tuple[OnlinePlan, executor.Session]:
     """Plan for `hosts` (the caller disconnects the returned session)."""
     states = desired_states(inv, placement, store.get, hosts)
-    plan = OnlinePlan(inv, inventory_sha256(inv), missing_roles=missing_phases(), limit=limit)
+    plan = OnlinePlan(inv, inventory_sha256(inv), limit=limit)
     session = executor.connect(hosts, accept_new_host_keys=accept_new_host_keys, progress=on_connect)
     plan.unreachable = dict(session.unreachable)
     specs = {h.name: probe_spec(states[h.name]) for h in hosts if h.name not in session.unreachable}

@@ -33,7 +33,6 @@ def plan_data(plan: OnlinePlan) -> dict[str, Any]:
         "counts": {"hosts": len(hosts), "change": len(plan.changed),
                    "unchanged": len(plan.hosts) - len(plan.changed), "unreachable": len(plan.unreachable),
                    "failed": len(plan.probe_failed)},
-        "missing_roles": plan.missing_roles,
         "hosts": hosts,
     }
 
@@ -77,9 +76,6 @@ def print_plan(console: Console, plan: OnlinePlan, show_diffs: bool = True) -> N
         console.print(Text(f"! {name}: {err}", style="bold red"))
     for hp in plan.changed:
         print_host_plan(console, hp, show_diffs)
-    if plan.missing_roles:
-        console.print(Text(f"note: roles not available in this version, not planned: "
-                           f"{', '.join(plan.missing_roles)}", style="yellow"))
     if plan.has_errors:
         console.print(Text(plan.summary() + ": the hosts marked ! could not be planned", style="bold red"))
     elif plan.changed:
@@ -98,6 +94,8 @@ def print_recap(console: Console, result: ApplyResult) -> None:
         r = result.recap[name]
         table.add_row(name, Text(r.status, style=styles.get(r.status, "")), str(r.changes), r.error)
     console.print(table)
+    for line in result.degraded:
+        console.print(Text(f"DEGRADED {line}", style="yellow"))
     if result.aborted:
         console.print(Text(result.aborted, style="bold red"))
     counts: dict[str, int] = {}

@@ -1,23 +1,32 @@
-"""Apply a plan phase by phase; stop when a tier would fall below what the placement needs."""
+"""Apply a plan phase by phase, each phase's hosts as its service's rollout says; stop as soon as a tier
+would go down (the services' own tier rules, see `tiers.py`).
+
+Generic: the runner names no service. It talks to hosts only through a `StepRunner` (the executor's session,
+or an in-memory fake in the unit tests).
+"""
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from deploykit.apply import rolling
-from deploykit.apply.phases import PHASE_NAMES
 from deploykit.apply.planner import OnlinePlan
-from deploykit.execute import executor
+from deploykit.apply.tiers import degraded, shortfall, tier_verdicts
 from deploykit.execute.diff import RoleChanges
-from deploykit.execute.steps import role_steps
-from deploykit.inventory.model import Inventory
+from deploykit.execute.steps import HostOutcome, Step, role_steps
 from deploykit.plan.placement import Placement
+from deploykit.services import SERVICES
+from deploykit.services.contract import Rollout, Service
 
-ONE_AT_A_TIME = ("cache",)  # phases whose hosts change one after the other, each waited for
-APP_BACKEND = "app"  # HAProxy backend of the app frontend (placement's Frontend name)
+OnStep = Callable[[str, str], None]
+
+
+class StepRunner(Protocol):
+    def run(self, steps: dict[str, list[Step]], on_step: OnStep | None = None) -> dict[str, HostOutcome]:
+        """Run each host's steps in order, hosts in parallel; a failing step stops that host only."""
+        ...
 
 
 @dataclass
@@ -40,45 +49,26 @@ class ApplyResult:
     recap: dict[str, HostRecap] = field(default_factory=dict)
     phases: list[PhaseResult] = field(default_factory=list)
     aborted: str = ""
+    degraded: list[str] = field(default_factory=list)  # tiers still serving, with less than planned
 
     @property
     def ok(self) -> bool:
         return not self.aborted and all(r.status in ("ok", "changed") for r in self.recap.values())
 
 
-def tier_minimum(inv: Inventory, placement: Placement, role: str) -> int:
-    """How many members of a tier must be healthy for the stack to work."""
-    members = len(inv.with_role(role))
-    if role == "etcd":
-        return placement.etcd.quorum
-    if role == "cache":
-        return min(members, len(placement.cache.sentinels) // 2 + 1)
-    if role == "app":
-        return max(1, math.ceil(members * inv.services.app.min_capacity))
-    if role in ("db", "lb", "worker"):
-        return 1 if members else 0
-    return 0
+def batches(hosts: list[str], size: int) -> list[list[str]]:
+    """The first host alone (a canary: the run-once command runs there), then `size` at a time, by name."""
+    ordered = sorted(hosts)
+    if not ordered:
+        return []
+    rest = ordered[1:]
+    return [ordered[:1]] + [rest[i:i + size] for i in range(0, len(rest), max(1, size))]
 
 
-def shortfall(inv: Inventory, placement: Placement, lost: set[str], from_role: str = "etcd") -> str:
-    """'' if every tier (from `from_role` on, in phase order) keeps its minimum without the `lost` hosts,
-    else which tier falls short. Tiers already applied keep running on a host that failed a later phase."""
-    for role in PHASE_NAMES[max(1, PHASE_NAMES.index(from_role)):]:
-        members = [h.name for h in inv.with_role(role)]
-        if not members:
-            continue
-        alive = [m for m in members if m not in lost]
-        need = tier_minimum(inv, placement, role)
-        if len(alive) < need:
-            gone = ", ".join(sorted(set(members) - set(alive)))
-            return f"{role}: {len(alive)} of {len(members)} members usable, needs {need} (lost: {gone})"
-    return ""
-
-
-def apply_plan(plan: OnlinePlan, session: executor.Session, placement: Placement,
+def apply_plan(plan: OnlinePlan, runner: StepRunner, placement: Placement,
                on_phase: Callable[[str, int], None] | None = None,
                on_phase_done: Callable[[PhaseResult], None] | None = None,
-               on_step: Callable[[str, str], None] | None = None) -> ApplyResult:
+               on_step: OnStep | None = None, services: tuple[Service, ...] = SERVICES) -> ApplyResult:
     inv = plan.inv
     result = ApplyResult()
     for name, err in plan.unreachable.items():
@@ -88,67 +78,103 @@ def apply_plan(plan: OnlinePlan, session: executor.Session, placement: Placement
     for name, hp in plan.hosts.items():
         result.recap[name] = HostRecap("changed" if hp.changed else "ok", hp.count())
     lost = set(plan.unreachable) | set(plan.probe_failed)
-    short = shortfall(inv, placement, lost)
-    if short:
+    failed_in: dict[str, set[str]] = {}
+    verdicts = tier_verdicts(inv, placement, services, lost, failed_in)
+    if short := shortfall(verdicts):
         result.aborted = f"not applying: {short}"
         return result
-    for role in PHASE_NAMES:
+    for service in services:
         changes = {name: rc for name, hp in plan.hosts.items() if name not in lost
-                   for rc in hp.roles if rc.role == role and not rc.empty}
+                   for rc in hp.roles if rc.role == service.name and not rc.empty}
         if not changes:
             continue
         if on_phase:
-            on_phase(role, len(changes))
+            on_phase(service.name, len(changes))
         t0 = time.monotonic()
-        if role == "app":
-            outcomes = _rolling_app(inv, placement, session, changes, lost, on_step)
-        elif role in ONE_AT_A_TIME:
+        if service.rollout is Rollout.ROLLING:
+            outcomes = _rolling(service, plan, placement, runner, changes, lost | _all(failed_in), result,
+                                services, on_step)
+        elif service.rollout is Rollout.ONE_AT_A_TIME:
             outcomes = {}
-            for n in sorted(changes):  # a restart of every Redis at once would be an outage (and a failover)
-                outcomes.update(executor.run_steps(session, {n: role_steps(changes[n], run_once=not outcomes)},
-                                                   on_step=on_step))
+            for n in sorted(changes):
+                outcomes.update(runner.run({n: role_steps(changes[n], run_once=not outcomes)}, on_step))
         else:
             once_host = min(changes)
-            steps = {n: role_steps(rc, run_once=n == once_host) for n, rc in changes.items()}
-            outcomes = executor.run_steps(session, steps, on_step=on_step)
+            outcomes = runner.run({n: role_steps(rc, run_once=n == once_host) for n, rc in changes.items()},
+                                  on_step)
         failed = sorted(n for n, o in outcomes.items() if not o.ok)
         for n in failed:
-            result.recap[n].status = "failed"
-            result.recap[n].error = f"[{role}] {outcomes[n].error}"
-        lost.update(failed)
-        phase = PhaseResult(role, len(changes), time.monotonic() - t0, failed)
+            if result.recap[n].status != "failed":  # keep the first error (e.g. a drain's) of a host
+                result.recap[n].status = "failed"
+                result.recap[n].error = f"[{service.name}] {outcomes[n].error}"
+        failed_in.setdefault(service.name, set()).update(failed)
+        phase = PhaseResult(service.name, len(changes), time.monotonic() - t0, failed)
         result.phases.append(phase)
         if on_phase_done:
             on_phase_done(phase)
-        short = shortfall(inv, placement, lost, from_role=role)
-        if short:
-            result.aborted = f"stopped after phase {role}: {short}"
+        verdicts = tier_verdicts(inv, placement, services, lost, failed_in)
+        if short := shortfall(verdicts):
+            result.aborted = f"stopped after phase {service.name}: {short}"
             break
+    result.degraded = degraded(verdicts)
     return result
 
 
-def _rolling_app(inv: Inventory, placement: Placement, session: executor.Session, changes: dict[str, RoleChanges],
-                 lost: set[str], on_step: Callable[[str, str], None] | None) -> dict[str, executor.HostOutcome]:
-    """App hosts a batch at a time: drain from every HAProxy, change, wait healthy, put back.
+def _all(failed_in: dict[str, set[str]]) -> set[str]:
+    return set().union(*failed_in.values()) if failed_in else set()
 
-    The first batch is one host, where the release command (migrations) runs; a failed batch stops the
-    rollout, so a bad release never reaches more than one batch.
+
+def _rolling(service: Service, plan: OnlinePlan, placement: Placement, runner: StepRunner,
+             changes: dict[str, RoleChanges], skip: set[str], result: ApplyResult,
+             services: tuple[Service, ...], on_step: OnStep | None) -> dict[str, HostOutcome]:
+    """A batch at a time: drain from the load balancers, change, wait healthy, put back.
+
+    The first batch is one host, where the run-once command (migrations) runs; a failed batch stops the
+    rollout, so a bad release never reaches more than one batch. A drain or put-back that a load balancer did
+    not take stops it too (the load balancer is reported failed): a host is never changed while it still
+    gets traffic, and no further host is taken out while one is stuck out.
     """
-    lbs = sorted(m.name for s in placement.sites for m in s.members if m.name not in lost)
-    outcomes: dict[str, executor.HostOutcome] = {}
-    for i, batch in enumerate(rolling.batches(list(changes), inv.services.app.batch_size)):
-        if lbs:
-            executor.run_steps(session, {lb: [rolling.drain(APP_BACKEND, batch)] for lb in lbs})
-        steps = {n: role_steps(changes[n], run_once=i == 0) for n in batch}
-        result = executor.run_steps(session, steps, on_step=on_step)
-        outcomes.update(result)
-        healthy = [n for n in batch if result[n].ok]
-        if lbs and healthy:
-            executor.run_steps(session, {lb: [rolling.ready(APP_BACKEND, healthy)] for lb in lbs})
-        if len(healthy) < len(batch):
-            for name in changes:
-                if name not in outcomes:
-                    outcomes[name] = executor.HostOutcome(False, "not updated: an earlier batch of the rolling "
-                                                                 "release failed")
+    backend = service.drain_backend
+    outcomes: dict[str, HostOutcome] = {}
+
+    def traffic(action: str, batch: list[str]) -> dict[str, list[Step]]:
+        steps: dict[str, list[Step]] = {}
+        if backend is None:
+            return steps
+        for s in services:
+            hook = s.drain if action == "drain" else s.undrain
+            for host, host_steps in hook(placement, backend, batch, frozenset(skip)).items():
+                steps.setdefault(host, []).extend(host_steps)
+        return steps
+
+    def lb_failures(steps: dict[str, list[Step]], what: str) -> list[str]:
+        ran = runner.run(steps) if steps else {}
+        bad = sorted(n for n, o in ran.items() if not o.ok)
+        for n in bad:
+            result.recap.setdefault(n, HostRecap())
+            result.recap[n].status = "failed"
+            result.recap[n].error = f"[rollout of {service.name}] {what}: {ran[n].error}"
+        return bad
+
+    stop = ""
+    for i, batch in enumerate(batches(list(changes), service.batch_size(plan.inv))):
+        drain = traffic("drain", batch)
+        if bad := lb_failures(drain, f"could not drain {', '.join(batch)}"):
+            lb_failures({h: s for h, s in traffic("undrain", batch).items() if h not in bad},
+                        f"could not put {', '.join(batch)} back after a failed drain")
+            stop = f"not updated: draining it from {', '.join(bad)} failed"
             break
+        ran = runner.run({n: role_steps(changes[n], run_once=i == 0) for n in batch}, on_step)
+        outcomes.update(ran)
+        healthy = [n for n in batch if ran[n].ok]
+        if healthy and (bad := lb_failures(traffic("undrain", healthy), f"could not put {', '.join(healthy)} back")):
+            stop = f"not updated: putting hosts back into {', '.join(bad)} failed"
+            break
+        if len(healthy) < len(batch):
+            stop = "not updated: an earlier batch of the rolling release failed"
+            break
+    if stop:
+        for name in changes:
+            if name not in outcomes:
+                outcomes[name] = HostOutcome(False, stop)
     return outcomes

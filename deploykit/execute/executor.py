@@ -6,33 +6,27 @@ connect, probe (one fact per host), then phases of steps, each phase's hosts in 
 
 from __future__ import annotations
 
-# pyinfra runs hosts in gevent greenlets: sockets must be cooperative before paramiko is imported.
+import io
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
 from gevent import monkey
+from pyinfra.api import Config, FactBase, Inventory, State
+from pyinfra.api.exceptions import ConnectError, PyinfraError
+from pyinfra.api.operation import add_op
+from pyinfra.api.operations import run_ops
+from pyinfra.api.state import StateHostMeta, StateHostResults
+from pyinfra.operations import files, server
 
-if not monkey.is_module_patched("socket"):
-    monkey.patch_all()
+from deploykit.errors import DeploykitError
+from deploykit.execute.probe import HostFacts, ProbeError, ProbeSpec, parse_probe, probe_command
+from deploykit.execute.steps import HostOutcome, Shell, Step, Upload
+from deploykit.inventory.model import Host
 
-import io  # noqa: E402
-import logging  # noqa: E402
-from collections.abc import Callable, Iterable  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
-
-import gevent  # noqa: E402
-from pyinfra.api import Config, FactBase, Inventory, State  # noqa: E402
-from pyinfra.api.exceptions import ConnectError, PyinfraError  # noqa: E402
-from pyinfra.api.operation import add_op  # noqa: E402
-from pyinfra.api.operations import run_ops  # noqa: E402
-from pyinfra.api.state import StateHostMeta, StateHostResults  # noqa: E402
-from pyinfra.operations import files, server  # noqa: E402
-
-from deploykit.execute.probe import HostFacts, ProbeError, ProbeSpec, parse_probe, probe_command  # noqa: E402
-from deploykit.execute.steps import Shell, Step, Upload  # noqa: E402
-from deploykit.inventory.model import Host  # noqa: E402
-
-# A host whose operation fails ends its greenlet with PyinfraError: that is reported per host, not printed.
-_hub = gevent.get_hub()
-_hub.NOT_ERROR = (*_hub.NOT_ERROR, PyinfraError)
+__all__ = ["HostOutcome", "Session", "connect", "disconnect", "probe", "run_steps"]
 
 CONNECT_TIMEOUT_S = 10
 CONNECT_RETRIES = 2
@@ -50,13 +44,6 @@ class _Probe(FactBase):
 
 
 @dataclass
-class HostOutcome:
-    ok: bool = True
-    error: str = ""
-    steps_done: int = 0
-
-
-@dataclass
 class Session:
     """Connected hosts and why the others are not."""
 
@@ -67,6 +54,29 @@ class Session:
     @property
     def connected(self) -> list[str]:
         return sorted(n for n, h in self.by_name.items() if h.connected and n not in self.unreachable)
+
+    def run(self, steps: dict[str, list[Step]],
+            on_step: Callable[[str, str], None] | None = None) -> dict[str, HostOutcome]:
+        """The apply runner's StepRunner: see run_steps."""
+        return run_steps(self, steps, on_step)
+
+
+class GeventNotPatched(DeploykitError):
+    """A connecting command started without the entry point's gevent patching (a bug, reported clearly)."""
+
+
+def _require_gevent() -> None:
+    """pyinfra runs hosts as gevent greenlets, and paramiko's transport threads must be greenlets too: that
+    only works if the entry point patched threading and sockets before anything imported them
+    (`deploykit.entry`). Patching here, after the fact, would be too late and would change the process
+    for whoever imported this module, so it is an error instead."""
+    if not monkey.is_module_patched("socket"):
+        raise GeventNotPatched("internal error: connecting without gevent's monkey-patching; run deploykit "
+                               "through its entry point (`deploykit ...` or `python -m deploykit ...`)")
+    hub = gevent.get_hub()
+    # A host whose operation fails ends its greenlet with PyinfraError: that is reported per host, not printed.
+    if PyinfraError not in hub.NOT_ERROR:
+        hub.NOT_ERROR = (*hub.NOT_ERROR, PyinfraError)
 
 
 class _ErrorCapture(logging.Handler):
@@ -124,6 +134,7 @@ def _quiet_pyinfra() -> _ErrorCapture:
 def connect(hosts: Iterable[Host], *, accept_new_host_keys: bool = False,
             progress: Callable[[str, bool], None] | None = None) -> Session:
     """Connect to every host in parallel (bounded); unreachable ones are recorded, not fatal."""
+    _require_gevent()
     hosts = list(hosts)
     capture = _quiet_pyinfra()
     inventory = Inventory(([(h.name, _host_data(h, accept_new_host_keys)) for h in hosts], {}))
@@ -199,6 +210,22 @@ def probe(session: Session, specs: dict[str, ProbeSpec]) -> tuple[dict[str, Host
     return facts, errors
 
 
+def fresh_operations(state: State, hosts: Iterable[Any]) -> None:
+    """Forget the operations of the previous phase, keeping the connections.
+
+    The one place that touches pyinfra's private run state (checked against pyinfra 3.x; the unit test
+    tests/unit/test_execute_adapter.py fails if a pyinfra upgrade changes these attributes): pyinfra's own
+    CLI runs one operation list per process, deploykit runs one per phase over the same connections.
+    """
+    state.is_executing = False
+    state.op_meta = {}
+    for host in hosts:
+        host.op_hash_order = []
+        state.ops[host] = {}
+        state.results[host] = StateHostResults()
+        state.meta[host] = StateHostMeta()
+
+
 def run_steps(session: Session, steps: dict[str, list[Step]],
               on_step: Callable[[str, str], None] | None = None) -> dict[str, HostOutcome]:
     """Run each host's steps in order, hosts in parallel; a failing step stops that host only."""
@@ -207,14 +234,7 @@ def run_steps(session: Session, steps: dict[str, list[Step]],
     names = [n for n in steps if n in session.connected and steps[n]]
     if not names:
         return outcomes
-    # A fresh operation list for this phase (the connections are kept).
-    state.is_executing = False
-    state.op_meta = {}
-    for host in session.by_name.values():
-        host.op_hash_order = []
-        state.ops[host] = {}
-        state.results[host] = StateHostResults()
-        state.meta[host] = StateHostMeta()
+    fresh_operations(state, session.by_name.values())
     metas: dict[str, list[tuple[str, Any]]] = {}
     for name in names:
         host = session.by_name[name]

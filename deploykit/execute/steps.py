@@ -36,6 +36,15 @@ class Upload:
 Step = Shell | Upload
 
 
+@dataclass
+class HostOutcome:
+    """How one host's steps went (the executor's answer, or a fake executor's in the unit tests)."""
+
+    ok: bool = True
+    error: str = ""
+    steps_done: int = 0
+
+
 def install_packages(packages: tuple[str, ...]) -> str:
     pkgs = " ".join(shlex.quote(p) for p in packages)
     return (

@@ -1,7 +1,7 @@
 """YAML inventory -> frozen, validated model. Pure: no SSH, no pyinfra."""
 
 from deploykit.inventory.load import check_inventory, load_inventory
-from deploykit.inventory.model import LEVELS, ROLES, Host, Inventory, Services, Site, SshSettings
+from deploykit.inventory.model import LEVELS, Host, Inventory, Services, Site, SshSettings
 
-__all__ = ["LEVELS", "ROLES", "Host", "Inventory", "Services", "Site", "SshSettings", "check_inventory",
+__all__ = ["LEVELS", "Host", "Inventory", "Services", "Site", "SshSettings", "check_inventory",
            "load_inventory"]

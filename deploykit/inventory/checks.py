@@ -1,8 +1,9 @@
 """Whole-inventory rules and the building of the frozen model.
 
 The shape of each part has been checked by `shape.py`; here the parts are related to each other:
-sites named by hosts, host ranges expanded, names and addresses unique, VIPs, quorum sizes, ports.
-Every problem is recorded (with file, line and key path) before anything is returned.
+sites named by hosts, host ranges expanded, names and addresses unique, one spelling per provider, site and
+rack name, VIPs, quorum sizes, ports. Every problem is recorded (with file, line and key path) before anything
+is returned. The known roles (and their canonical order) are a parameter, `roles`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any
 from deploykit.inventory import schema
 from deploykit.inventory.model import (
     LEVELS,
-    ROLES,
     AppService,
     CacheService,
     DbService,
@@ -29,12 +29,15 @@ from deploykit.inventory.model import (
     Site,
     SshSettings,
 )
-from deploykit.inventory.ranges import RangeError, expand_names
+from deploykit.inventory.names import name_problem
+from deploykit.inventory.ranges import RangeError, check_range_addresses, expand_names
 from deploykit.inventory.shape import describe, validate_part
+from deploykit.inventory.spelling import check_one_spelling, fold, other_spelling
 from deploykit.inventory.suggest import did_you_mean
 from deploykit.inventory.yamlsource import KeyPath, Source
 
 SUPPORTED_VERSION = 1
+_SITE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 _SSH_DEFAULTS = {"user": "root", "port": 22, "identity_file": "~/.ssh/id_ed25519", "known_hosts": "known_hosts"}
 
@@ -67,7 +70,7 @@ def parse_address(src: Source, path: KeyPath, text: str, what: str = "address") 
         return None
 
 
-def build(src: Source, file: Path) -> Inventory | None:
+def build(src: Source, file: Path, roles: tuple[str, ...]) -> Inventory | None:
     data = src.data
     if not isinstance(data, dict):
         src.error((), f"the inventory must be a mapping of keys (version, name, hosts, ...), got {describe(data)}")
@@ -86,16 +89,19 @@ def build(src: Source, file: Path) -> Inventory | None:
     ssh = validate_part(src, schema.SshSpec, _or_empty(data.get("ssh")), ("ssh",))
     services = validate_part(src, schema.ServicesSpec, _or_empty(data.get("services")), ("services",))
     levels = _check_levels(src, head.failure_domains if head else ["host"])
+    if head is not None and (problem := name_problem(head.name)) is not None:
+        src.error(("name",), problem)
     if head is not None and not _DOMAIN.match(head.domain):
         src.error(("domain",), f"'{head.domain}' is not a valid DNS name (lower-case, like chirp.example)")
 
     sites = _build_sites(src, data.get("sites"))
-    entries = _expand_hosts(src, data.get("hosts"), sites)
+    entries = _expand_hosts(src, data.get("hosts"), sites, roles)
+    check_one_spelling(src, "rack", ((e.spec.rack, e.path + ("rack",)) for e in entries if e.spec.rack))
     _check_unique(src, entries, sites)
     ssh_defaults = _ssh_settings(file, _SSH_DEFAULTS, ssh)
-    hosts = _build_hosts(src, entries, sites, file, ssh_defaults, ssh)
+    hosts = _build_hosts(src, entries, sites, file, ssh_defaults, ssh, roles)
     svc = _build_services(services)
-    _check_tiers(src, sites, entries, levels)
+    _check_tiers(src, sites, entries, levels, roles)
     _check_ports(src, svc, hosts, entries)
 
     if head is None or ssh is None or services is None or any(p.severity == "error" for p in src.problems):
@@ -137,6 +143,7 @@ def _check_levels(src: Source, levels: list[str]) -> list[str]:
 def _build_sites(src: Source, raw: Any) -> dict[str, Site | None]:
     """Site name -> Site, or None for a site whose entry is broken (still known, to avoid noise)."""
     sites: dict[str, Site | None] = {}
+    providers: list[tuple[str, KeyPath]] = []
     if raw is None:
         src.error(("sites",), "required key 'sites' is missing; every host belongs to a site, e.g. "
                   "fra1: {provider: hetzner, vip: 10.10.0.100}")
@@ -144,12 +151,23 @@ def _build_sites(src: Source, raw: Any) -> dict[str, Site | None]:
     if not isinstance(raw, dict):
         src.error(("sites",), f"expected a mapping of site names to settings, got {describe(raw)}")
         return sites
+    spellings: dict[str, list[str]] = {}
+    for name in raw:
+        spellings.setdefault(fold(str(name)), []).append(str(name))
     for name, body in raw.items():
         path: KeyPath = ("sites", name)
         spec = validate_part(src, schema.SiteSpec, body, path)
         sites[name] = None
-        if not re.match(r"^[a-z0-9][a-z0-9-]{0,30}$", name):
-            src.error(path, f"site name '{name}' must be lower-case letters, digits and '-' (at most 31)")
+        if spec is not None:
+            providers.append((spec.provider, path + ("provider",)))
+        if not _SITE.match(name):
+            others = [n for n in spellings[fold(name)] if n != name]
+            if others:  # a valid spelling (lower-case) of the same name first
+                other = sorted(others, key=lambda n: not _SITE.match(n))[0]
+                other_spelling(src, "site", name, path, other, ("sites", other), _site_spelling(other, name))
+            else:
+                fix = f" (e.g. '{name.lower()}')" if _SITE.match(name.lower()) else ""
+                src.error(path, f"site name '{name}' must be lower-case letters, digits and '-' (at most 31){fix}")
             continue
         if spec is None:
             continue
@@ -159,10 +177,25 @@ def _build_sites(src: Source, raw: Any) -> dict[str, Site | None]:
         sites[name] = Site(name=name, provider=spec.provider, vip=vip, interface=spec.interface)
     if not raw:
         src.error(("sites",), "no sites defined; add at least one, e.g. fra1: {provider: hetzner}")
+    check_one_spelling(src, "provider", providers)
     return sites
 
 
-def _expand_hosts(src: Source, raw: Any, sites: dict[str, Site | None]) -> list[_Entry]:
+def _site_spelling(*names: str) -> str:
+    """The spelling to suggest for a site named in several ways: the first valid one (lower-case)."""
+    candidates = [*names, *(n.lower() for n in names)]
+    return next((n for n in candidates if _SITE.match(n)), names[0])
+
+
+def _site_folds(sites: dict[str, Site | None]) -> dict[str, str]:
+    """Folded site name -> the site's key (the first, if several keys differ only in case)."""
+    folds: dict[str, str] = {}
+    for name in sites:
+        folds.setdefault(fold(name), name)
+    return folds
+
+
+def _expand_hosts(src: Source, raw: Any, sites: dict[str, Site | None], roles: tuple[str, ...]) -> list[_Entry]:
     if raw is None:
         src.error(("hosts",), "required key 'hosts' is missing; list your servers, e.g. "
                   "web-[1:2]: {address: 10.10.0.11, site: fra1, roles: [lb, app]}")
@@ -173,6 +206,8 @@ def _expand_hosts(src: Source, raw: Any, sites: dict[str, Site | None]) -> list[
     if not raw:
         src.error(("hosts",), "no hosts defined; add at least one server")
     providers = {s.provider for s in sites.values() if s is not None}
+    folded_providers = {fold(p) for p in providers}
+    site_folds = _site_folds(sites)
     entries: list[_Entry] = []
     for key, body in raw.items():
         path: KeyPath = ("hosts", key)
@@ -182,11 +217,11 @@ def _expand_hosts(src: Source, raw: Any, sites: dict[str, Site | None]) -> list[
             src.error(path, str(exc))
             expansion = None
         if isinstance(body, dict) and "roles" in body and body["roles"] in (None, []):
-            src.error(path + ("roles",), "this host has no roles; give it at least one of: " + ", ".join(ROLES))
+            src.error(path + ("roles",), "this host has no roles; give it at least one of: " + ", ".join(roles))
             body = {k: v for k, v in body.items() if k != "roles"}
         elif isinstance(body, dict) and "roles" not in body:
             src.error(path, "this host has no roles; add e.g. roles: [app] (one or more of: "
-                      + ", ".join(ROLES) + ")")
+                      + ", ".join(roles) + ")")
         spec = validate_part(src, schema.HostSpec, body, path)
         if spec is None:
             if isinstance(body, dict) and isinstance(body.get("address"), str):
@@ -197,19 +232,27 @@ def _expand_hosts(src: Source, raw: Any, sites: dict[str, Site | None]) -> list[
             continue
         ok = True
         for i, role in enumerate(spec.roles):
-            if role not in ROLES:
-                src.error(path + ("roles", i), f"unknown role '{role}'{did_you_mean(role, ROLES)}")
+            if role not in roles:
+                src.error(path + ("roles", i), f"unknown role '{role}'{did_you_mean(role, roles)}")
                 ok = False
             elif role in spec.roles[:i]:
                 src.warn(path + ("roles", i), f"role '{role}' is listed twice")
         if spec.site not in sites:
-            src.error(path + ("site",), f"unknown site '{spec.site}'{did_you_mean(spec.site, sites)}; "
-                      "sites are defined under 'sites:'")
+            same = site_folds.get(fold(spec.site))
+            if same is not None:
+                other_spelling(src, "site", spec.site, path + ("site",), same, ("sites", same),
+                               _site_spelling(same, spec.site))
+            else:
+                src.error(path + ("site",), f"unknown site '{spec.site}'{did_you_mean(spec.site, sites)}; "
+                          "sites are defined under 'sites:'")
             ok = False
         else:
             site = sites[spec.site]
             if spec.provider is not None and site is not None and spec.provider != site.provider:
-                if spec.provider not in providers:
+                if fold(spec.provider) == fold(site.provider):
+                    other_spelling(src, "provider", spec.provider, path + ("provider",), site.provider,
+                                   ("sites", spec.site, "provider"))
+                elif fold(spec.provider) not in folded_providers:
                     src.error(path + ("provider",), f"unknown provider '{spec.provider}'"
                               f"{did_you_mean(spec.provider, providers)}")
                 else:
@@ -223,6 +266,11 @@ def _expand_hosts(src: Source, raw: Any, sites: dict[str, Site | None]) -> list[
             src.error(path + ("address",), f"{len(expansion.names)} consecutive addresses from {first} run past "
                       "255.255.255.255")
             continue
+        if expansion.is_range:
+            try:
+                check_range_addresses(key, first, len(expansion.names))
+            except RangeError as exc:  # kept as an entry: its hosts still count for collisions and tiers
+                src.error(path + ("address",), str(exc))
         entries.append(_Entry(key, spec, expansion.names, first, expansion.is_range, ok))
     return entries
 
@@ -284,7 +332,7 @@ def _resolve(file: Path, value: str | Path) -> Path:
 
 
 def _build_hosts(src: Source, entries: list[_Entry], sites: dict[str, Site | None], file: Path,
-                 ssh: SshSettings, spec: schema.SshSpec | None) -> list[Host]:
+                 ssh: SshSettings, spec: schema.SshSpec | None, roles: tuple[str, ...]) -> list[Host]:
     hosts: list[Host] = []
     base = {"user": ssh.user, "port": ssh.port, "identity_file": str(ssh.identity_file),
             "known_hosts": str(ssh.known_hosts)}
@@ -293,11 +341,11 @@ def _build_hosts(src: Source, entries: list[_Entry], sites: dict[str, Site | Non
         if site is None or not e.usable:
             continue
         host_ssh = ssh if e.spec.ssh is None else _ssh_settings(file, base, e.spec.ssh)
-        roles = tuple(r for r in ROLES if r in e.spec.roles)
+        host_roles = tuple(r for r in roles if r in e.spec.roles)
         line = src.line_of(e.path) or 0
         for i, name in enumerate(e.names):
             hosts.append(Host(name=name, address=e.address(i), site=site.name, provider=site.provider,
-                              rack=e.spec.rack, roles=roles, ssh=host_ssh, line=line,
+                              rack=e.spec.rack, roles=host_roles, ssh=host_ssh, line=line,
                               interface=e.spec.interface or site.interface))
     return hosts
 
@@ -326,19 +374,27 @@ class _Member:
         return role in self.roles
 
 
-def _members(entries: list[_Entry]) -> list[_Member]:
+def _members(entries: list[_Entry], sites: dict[str, Site | None], roles: tuple[str, ...]) -> list[_Member]:
+    """Every host of the entries; a site named in another case (an error already) counts as that site."""
+    folds = _site_folds(sites)
     out: list[_Member] = []
     for e in entries:
-        roles = tuple(r for r in ROLES if r in e.spec.roles)
-        out.extend(_Member(n, e.spec.site, roles, e.spec.rack) for n in e.names)
+        site = e.spec.site if e.spec.site in sites else folds.get(fold(e.spec.site), e.spec.site)
+        host_roles = tuple(r for r in roles if r in e.spec.roles)
+        out.extend(_Member(n, site, host_roles, e.spec.rack) for n in e.names)
     return out  # file order: messages name hosts as the reader meets them
 
 
-def _check_tiers(src: Source, sites: dict[str, Site | None], entries: list[_Entry], levels: list[str]) -> None:
+def _check_tiers(src: Source, sites: dict[str, Site | None], entries: list[_Entry], levels: list[str],
+                 roles: tuple[str, ...]) -> None:
     entry_of = {n: e for e in entries for n in e.names}
-    hosts = _members(entries)
+    hosts = _members(entries, sites, roles)
+    lbs_of: dict[str, list[_Member]] = {}
+    for h in hosts:
+        if h.has("lb"):
+            lbs_of.setdefault(h.site, []).append(h)
     for name, site in sites.items():
-        lbs = [h for h in hosts if h.site == name and h.has("lb")]
+        lbs = lbs_of.get(name, [])
         if site is not None and site.vip is None and lbs:
             src.error(("sites", name), f"site '{name}' has load balancers ({', '.join(h.name for h in lbs)}) "
                       "but no 'vip'; add vip: <a free address in the site's network> for them to share")

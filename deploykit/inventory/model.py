@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 
-ROLES: tuple[str, ...] = ("lb", "app", "worker", "db", "etcd", "cache")
 LEVELS: tuple[str, ...] = ("provider", "site", "rack", "host")
 
 
@@ -37,7 +36,7 @@ class Host:
     site: str
     provider: str
     rack: str | None
-    roles: tuple[str, ...]  # in ROLES order
+    roles: tuple[str, ...]  # in the canonical order of the known roles (the registered services' by default)
     ssh: SshSettings
     line: int  # line of the inventory entry this host came from
     interface: str = "eth0"  # network interface of its address (keepalived puts the site's VIP there)

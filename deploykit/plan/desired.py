@@ -1,6 +1,6 @@
 """What one role wants on one host: packages, directories, files (rendered), services, waits.
 
-Roles (`roles/<service>.py`) build a `RoleState` from the plan's typed per-host config; the online plan
+Services (`deploykit/services/<service>/state.py`) build a `RoleState` from their typed per-host config; the online plan
 compares it with facts gathered from the host, and the executor applies exactly the differences.
 Everything here is data: no SSH, no pyinfra.
 """

@@ -6,11 +6,14 @@ import dataclasses
 from enum import Enum
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deploykit.inventory.model import Inventory
 from deploykit.plan.placement import Placement
 from deploykit.plan.resilience import ResilienceReport
+
+if TYPE_CHECKING:
+    from deploykit.services.contract import Service
 
 
 def to_data(obj: Any) -> Any:
@@ -27,22 +30,18 @@ def to_data(obj: Any) -> Any:
     return obj
 
 
-def offline_plan_data(inv: Inventory, placement: Placement, report: ResilienceReport) -> dict[str, Any]:
-    etcd, db = placement.etcd, placement.db
+def offline_plan_data(inv: Inventory, placement: Placement, report: ResilienceReport,
+                      services: tuple[Service, ...] | None = None) -> dict[str, Any]:
+    from deploykit.services import SERVICES
+
+    chosen = SERVICES if services is None else services
     return {
         "format": "deploykit.plan/v1",
         "inventory": str(inv.path),
         "name": inv.name,
         "hosts": len(inv.hosts),
         "sites": {s.name: {"provider": s.provider, "vip": str(s.vip) if s.vip else None} for s in inv.sites.values()},
-        "placement": {
-            "etcd": {**to_data(etcd), "initial_cluster": etcd.initial_cluster},
-            "db": to_data(db),
-            "cache": to_data(placement.cache),
-            "lb": to_data(placement.sites),
-            "app": [m.name for m in placement.app],
-            "worker": [m.name for m in placement.workers],
-        },
+        "placement": {s.name: s.describe_data(placement[s.name]) for s in chosen if s.name in placement.parts},
         "resilience": {
             "failure_domains": list(report.failure_domains),
             "survives": report.survives,

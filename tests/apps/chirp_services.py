@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-CHIRP_DIR = REPO / "apps" / "chirp"
+CHIRP_DIR = REPO / "deploykit" / "services" / "app" / "chirp"
 PG_BIN = Path(os.environ.get("CHIRP_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PASSWORD = "test-pass"
 MASTER = "chirp-test"

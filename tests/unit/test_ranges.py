@@ -6,7 +6,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from deploykit.inventory.ranges import MAX_RANGE, Expansion, RangeError, expand_names
+from deploykit.inventory.ranges import MAX_RANGE, Expansion, RangeError, check_range_addresses, expand_names
 
 
 def test_plain_name_is_not_a_range() -> None:
@@ -117,10 +117,88 @@ def test_range_hosts_share_the_entry_line(make_inventory, base_hosts, load_text,
     assert {h.line for h in inv.hosts if h.name.startswith("fra1-app-")} == {line}
 
 
-def test_range_addresses_may_cross_an_octet(make_inventory, base_hosts, load_text) -> None:
-    hosts = {**base_hosts, "fra1-app-[1:3]": "{address: 10.10.0.255, site: fra1, roles: [app]}"}
-    inv = load_text(make_inventory(hosts=hosts))
-    assert [str(inv.host(f"fra1-app-{i}").address) for i in (1, 2, 3)] == ["10.10.0.255", "10.10.1.0", "10.10.1.1"]
+RANGE_RULE = "a range stays inside one /24 and uses neither its .0 nor its .255 address"
+
+
+def test_range_addresses_stay_inside_one_slash_24() -> None:
+    check_range_addresses("w-[1:254]", IPv4Address("10.10.0.1"), 254)
+    check_range_addresses("w-[1:3]", IPv4Address("10.10.0.252"), 3)
+    check_range_addresses("w-[1:1]", IPv4Address("10.10.0.254"), 1)
+
+
+def test_range_crossing_into_the_next_slash_24() -> None:
+    with pytest.raises(RangeError) as exc:
+        check_range_addresses("fra1-app-[1:3]", IPv4Address("10.10.0.254"), 3)
+    assert str(exc.value) == (
+        "range 'fra1-app-[1:3]' takes 10.10.0.254 to 10.10.1.0 (3 addresses), which runs out of 10.10.0.0/24 "
+        f"into 10.10.1.0/24; {RANGE_RULE}: start it at 10.10.0.252 or lower, or split it into two entries "
+        "(the second starting at 10.10.1.1)"
+    )
+
+
+def test_range_ending_on_the_broadcast_address() -> None:
+    with pytest.raises(RangeError) as exc:
+        check_range_addresses("w-[1:2]", IPv4Address("10.10.0.254"), 2)
+    assert str(exc.value) == (
+        "range 'w-[1:2]' takes 10.10.0.254 to 10.10.0.255 (2 addresses), which ends on 10.10.0.255, the "
+        f"broadcast address of 10.10.0.0/24; {RANGE_RULE}: start it at 10.10.0.253 or lower, or split it into "
+        "two entries (the second starting at 10.10.1.1)"
+    )
+
+
+def test_range_starting_on_the_network_address() -> None:
+    with pytest.raises(RangeError) as exc:
+        check_range_addresses("w-[1:3]", IPv4Address("10.10.1.0"), 3)
+    assert str(exc.value) == (
+        "range 'w-[1:3]' takes 10.10.1.0 to 10.10.1.2 (3 addresses), which starts on 10.10.1.0, the network "
+        f"address of 10.10.1.0/24; {RANGE_RULE}: start it at 10.10.1.1"
+    )
+
+
+def test_range_larger_than_a_slash_24() -> None:
+    with pytest.raises(RangeError) as exc:
+        check_range_addresses("w-[1:300]", IPv4Address("10.10.0.1"), 300)
+    assert str(exc.value) == (
+        "range 'w-[1:300]' takes 10.10.0.1 to 10.10.1.44 (300 addresses), which runs out of 10.10.0.0/24 into "
+        f"10.10.1.0/24; {RANGE_RULE}: a /24 holds at most 254 hosts, so split it into entries of at most 254"
+    )
+
+
+def test_one_host_range_on_a_network_address_is_refused() -> None:
+    with pytest.raises(RangeError, match="starts on 10.10.1.0, the network address"):
+        check_range_addresses("db-[3:3]", IPv4Address("10.10.1.0"), 1)
+    with pytest.raises(RangeError, match="ends on 10.10.1.255, the broadcast address"):
+        check_range_addresses("db-[3:3]", IPv4Address("10.10.1.255"), 1)
+
+
+def test_range_may_not_cross_an_octet_in_an_inventory(make_inventory, base_hosts, check_text, find_line) -> None:
+    hosts = {**base_hosts, "fra1-app-[1:3]": "{address: 10.10.0.254, site: fra1, roles: [app]}"}
+    text = make_inventory(hosts=hosts)
+    line = find_line(text, "fra1-app-[1:3]")
+    assert check_text(text).only_error() == (
+        f"inventory.yml:{line}: hosts/fra1-app-[1:3]/address: range 'fra1-app-[1:3]' takes 10.10.0.254 to "
+        "10.10.1.0 (3 addresses), which runs out of 10.10.0.0/24 into 10.10.1.0/24; "
+        f"{RANGE_RULE}: start it at 10.10.0.252 or lower, or split it into two entries (the second starting at "
+        "10.10.1.1)"
+    )
+
+
+def test_range_ending_on_255_in_an_inventory(make_inventory, base_hosts, check_text, find_line) -> None:
+    hosts = {**base_hosts, "fra1-app-[1:5]": "{address: 10.10.0.251, site: fra1, roles: [app]}"}
+    text = make_inventory(hosts=hosts)
+    assert check_text(text).only_error().startswith(
+        f"inventory.yml:{find_line(text, 'fra1-app-[1:5]')}: hosts/fra1-app-[1:5]/address: range 'fra1-app-[1:5]' "
+        "takes 10.10.0.251 to 10.10.0.255 (5 addresses), which ends on 10.10.0.255, the broadcast address"
+    )
+
+
+@pytest.mark.parametrize("address", ["10.10.0.0", "10.10.0.255"])
+def test_a_single_host_may_have_a_0_or_255_address(make_inventory, base_hosts, check_text, address: str) -> None:
+    # in a network larger than a /24 (10.10.0.0/16) these are ordinary addresses; only ranges are held to a /24
+    hosts = {**base_hosts, "fra1-app-1": f"{{address: {address}, site: fra1, roles: [app]}}"}
+    checked = check_text(make_inventory(hosts=hosts))
+    assert checked.rendered == []
+    assert checked.inventory is not None and str(checked.inventory.host("fra1-app-1").address) == address
 
 
 def test_range_running_past_the_last_address(make_inventory, base_hosts, check_text, find_line) -> None:

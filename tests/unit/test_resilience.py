@@ -8,7 +8,8 @@ import pytest
 
 from deploykit.inventory import load_inventory
 from deploykit.plan import Status, analyse_resilience, plan_placement
-from deploykit.plan.resilience import TIERS, Scenario, Verdict
+from deploykit.plan.resilience import Scenario, Verdict
+from deploykit.services import SERVICES
 
 FOUR_SITES = {
     "fra1": "{provider: hetzner, vip: 10.1.0.100}",
@@ -226,7 +227,7 @@ def test_rack_level_uses_site_and_rack_units(make_inventory, plan_text) -> None:
         Status.DOWN, "losing rack fra1/r2 loses etcd quorum: 1 of 3 members left, a majority needs 2")
     assert planned.scenario("rack", "fra1/r2").title == "losing rack fra1/r2"
     assert planned.scenario("rack", "fra1/fra1-data-3").status is Status.UP  # a rackless host is its own rack
-    assert planned.placement.db.sync_standbys == 2  # rack fra1/r2 holds 2 of the 3 db members
+    assert planned.placement["db"].sync_standbys == 2  # rack fra1/r2 holds 2 of the 3 db members
     assert not planned.report.survives
 
 
@@ -303,7 +304,8 @@ def test_scenario_status_is_the_worst_verdict() -> None:
     assert Scenario("site", "a", (), (degraded, down, up)).status is Status.DOWN
     assert Scenario("site", "a", (), ()).status is Status.UP
     assert [s.rank for s in Status] == [0, 1, 2]
-    assert TIERS == ("lb", "app", "worker", "db", "etcd", "cache")
+    columns = tuple(s.name for s in sorted(SERVICES, key=lambda s: s.tier_column) if not s.every_host)
+    assert columns == ("lb", "app", "worker", "db", "etcd", "cache")
 
 
 def test_one_scenario_per_unit_per_level(make_inventory, plan_text) -> None:

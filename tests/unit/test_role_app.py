@@ -16,10 +16,10 @@ import pytest
 from deploykit.inventory import Inventory, load_inventory
 from deploykit.plan import plan_placement
 from deploykit.plan.desired import Service
-from deploykit.plan.hostconfig import ConfigContext
-from deploykit.plan.hostconfig.app import AppHostConfig, AppSourceError, app_config, parse_procfile
 from deploykit.secret import Secret
-from roles import app
+from deploykit.services.app import state as app
+from deploykit.services.app.config import BUNDLED_APP, AppHostConfig, AppSourceError, app_config, parse_procfile
+from deploykit.services.contract import ConfigContext
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "app"
@@ -205,7 +205,7 @@ def test_app_and_worker_host_state() -> None:
     env = by_path["/etc/chirp/chirp.env"]
     assert (env.mode, env.owner, env.group, env.notify) == ("0640", "root", "root", ("chirp", "chirp-worker"))
     code = by_path["/opt/chirp/app/chirp/web.py"]
-    assert code.notify == ("chirp", "chirp-worker") and code.content == (REPO / "apps/chirp/chirp/web.py").read_text()
+    assert code.notify == ("chirp", "chirp-worker") and code.content == (BUNDLED_APP / "chirp/web.py").read_text()
     assert by_path["/etc/systemd/system/chirp.service"].notify == ("chirp",)
     assert by_path["/etc/systemd/system/chirp-worker.service"].notify == ("chirp-worker",)
     assert by_path["/etc/systemd/system/chirp-release.service"].notify == ()

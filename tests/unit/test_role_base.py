@@ -14,10 +14,10 @@ import pytest
 from deploykit.inventory import Inventory, load_inventory
 from deploykit.plan import plan_placement
 from deploykit.plan.desired import RoleState
-from deploykit.plan.hostconfig import ConfigContext
-from deploykit.plan.hostconfig.base import BaseHostConfig, FirewallRule, base_config
 from deploykit.secret import Secret
-from roles import base
+from deploykit.services.base import state as base
+from deploykit.services.base.config import BaseHostConfig, FirewallRule, base_config
+from deploykit.services.contract import ConfigContext
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "base"

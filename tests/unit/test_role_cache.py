@@ -14,10 +14,10 @@ import pytest
 from deploykit.inventory import Inventory, load_inventory
 from deploykit.plan import plan_placement
 from deploykit.plan.desired import ManagedFile, RoleState, Service
-from deploykit.plan.hostconfig import ConfigContext
-from deploykit.plan.hostconfig.cache import CacheHostConfig, cache_config
 from deploykit.secret import Secret
-from roles import cache
+from deploykit.services.cache import state as cache
+from deploykit.services.cache.config import CacheHostConfig, cache_config
+from deploykit.services.contract import ConfigContext
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "cache"

@@ -13,10 +13,10 @@ import yaml
 
 from deploykit.inventory import load_inventory
 from deploykit.plan import plan_placement
-from deploykit.plan.hostconfig import ConfigContext
-from deploykit.plan.hostconfig.db import DbHostConfig, db_config
 from deploykit.secret import Secret
-from roles import db
+from deploykit.services.contract import ConfigContext
+from deploykit.services.db import state as db
+from deploykit.services.db.config import DbHostConfig, db_config
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "db"
@@ -66,7 +66,7 @@ def test_dcs_settings_and_sync_from_placement() -> None:
     assert (dcs["ttl"], dcs["loop_wait"], dcs["retry_timeout"]) == (12, 2, 4)
     assert dcs["ttl"] >= dcs["loop_wait"] + 2 * dcs["retry_timeout"]
     assert dcs["synchronous_mode"] is True
-    assert dcs["synchronous_node_count"] == EXAMPLE.placement.db.sync_standbys == 1
+    assert dcs["synchronous_node_count"] == EXAMPLE.placement["db"].sync_standbys == 1
     assert dcs["maximum_lag_on_failover"] == 1048576
     assert dcs["postgresql"]["use_slots"] is True and dcs["postgresql"]["use_pg_rewind"] is True
     params = dcs["postgresql"]["parameters"]

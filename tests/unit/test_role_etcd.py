@@ -13,10 +13,10 @@ import pytest
 from deploykit.inventory import load_inventory
 from deploykit.plan import plan_placement
 from deploykit.plan.desired import Directory, Service
-from deploykit.plan.hostconfig import ConfigContext
-from deploykit.plan.hostconfig.etcd import etcd_config
 from deploykit.secret import Secret
-from roles import etcd
+from deploykit.services.contract import ConfigContext
+from deploykit.services.etcd import state as etcd
+from deploykit.services.etcd.config import etcd_config
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "etcd"

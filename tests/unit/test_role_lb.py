@@ -17,10 +17,10 @@ import pytest
 from deploykit.inventory import Inventory, load_inventory
 from deploykit.plan import plan_placement
 from deploykit.plan.desired import ManagedFile, RoleState, Service
-from deploykit.plan.hostconfig import ConfigContext
-from deploykit.plan.hostconfig.lb import LbHostConfig, lb_config, vrrp_auth_pass
 from deploykit.secret import Secret
-from roles import lb
+from deploykit.services.contract import ConfigContext
+from deploykit.services.lb import state as lb
+from deploykit.services.lb.config import LbHostConfig, lb_config, vrrp_auth_pass
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "lb"
@@ -155,7 +155,7 @@ def test_no_cache_no_cache_listen_and_no_cache_secret(load_text, make_inventory,
         return secret(name)
 
     cfg = lb_config(context_of(inv, recording), inv.host("fra1-web-1"))
-    assert cfg.cache_password is None
+    assert all(t.check_secret is None for t in cfg.listens)
     assert "cache-password" not in asked
     assert [t.name for t in cfg.listens] == ["db-primary", "db-replicas"]
     assert "listen cache" not in file(lb.desired(cfg), lb.HAPROXY_CFG).content

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deploykit.inventory import load_inventory
-from deploykit.secrets_store import SecretsError, SecretStore
+from deploykit.secrets_store import SecretsError, SecretStore, key_path, secrets_path
 
 LAB = Path(__file__).resolve().parents[2] / "inventories" / "lab.yml"
 
@@ -78,3 +79,43 @@ def test_unknown_secret_lists_known(inv):
     store.get("cache-password")
     with pytest.raises(SecretsError, match="known: cache-password"):
         store.existing("nope")
+
+
+# --- the deployment name cannot lead the key or the secrets file elsewhere (defence in depth: validation
+# already restricts `name` to a slug; these inventories are built directly, bypassing it) -------------------
+
+
+def _named(inv, name: str):
+    return dataclasses.replace(inv, name=name)
+
+
+@pytest.mark.parametrize("name", ["../escaped", "../../../tmp/escaped", "sub/dir", "/abs/olute", "a\x00b"])
+def test_key_path_outside_the_keys_directory_is_refused(inv, tmp_path, name):
+    with pytest.raises(SecretsError, match=r"deployment name .* would put the secrets key at .*; "
+                                           r"the name must be a plain slug like 'chirp'"):
+        key_path(_named(inv, name))
+
+
+@pytest.mark.parametrize("name", ["../escaped", "../../x", "sub/dir", "/abs/olute", "a\x00b"])
+def test_secrets_file_outside_the_inventory_directory_is_refused(inv, monkeypatch, tmp_path, name):
+    monkeypatch.setenv("DEPLOYKIT_KEY_FILE", str(tmp_path / "elsewhere.key"))  # the key path is not the point
+    with pytest.raises(SecretsError, match=r"deployment name .* would put the secrets file at .*; "
+                                           r"the name must be a plain slug like 'chirp'"):
+        secrets_path(_named(inv, name))
+    with pytest.raises(SecretsError, match="the secrets file"):
+        SecretStore(_named(inv, name))
+
+
+def test_escaping_name_creates_nothing(inv, tmp_path):
+    # "../escaped" would lead both files one level up: still inside tmp_path, where the test can look
+    before = sorted(p for p in tmp_path.rglob("*"))
+    with pytest.raises(SecretsError):
+        SecretStore(_named(inv, "../escaped")).get("x")
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_an_inventory_built_directly_with_a_plain_name_still_works(inv, tmp_path):
+    store = SecretStore(_named(inv, "other"))
+    store.get("x")
+    assert store.key_file == (tmp_path / "config" / "deploykit" / "keys" / "other.key").resolve()
+    assert store.path == inv.directory / "other.secrets"

@@ -326,6 +326,38 @@ def test_name_must_be_text(make_inventory, check_text) -> None:
     assert check_text(text).only_error() == f"{F}:2: name: expected text, got a list"
 
 
+NAME_RULE = ("is not a valid deployment name: use lower-case letters, digits and '-', starting with a letter "
+             "and not ending with '-', at most 63 characters (it names the secrets files, the etcd cluster, the "
+             "Redis master and the Patroni scope)")
+
+
+@pytest.mark.parametrize(("name", "fix"), [
+    ("../../.ssh/authorized_keys", "; e.g. 'ssh-authorized-keys'"),
+    ("prod/chirp", "; e.g. 'prod-chirp'"),
+    ("Chirp", "; e.g. 'chirp'"),
+    ("chirp_lab", "; e.g. 'chirp-lab'"),
+    ("chirp.lab", "; e.g. 'chirp-lab'"),
+    ("Zürich Prod", "; e.g. 'zurich-prod'"),
+    ("1chirp", "; e.g. 'chirp'"),
+    ("chirp-", "; e.g. 'chirp'"),
+    ("-chirp", "; e.g. 'chirp'"),
+    ("..", ""),
+    ("2024", ""),
+])
+def test_name_must_be_a_safe_slug(make_inventory, check_text, name: str, fix: str) -> None:
+    text = make_inventory().replace("name: chirp-test", f"name: '{name}'")
+    assert check_text(text).only_error() == f"{F}:2: name: '{name}' {NAME_RULE}{fix}"
+
+
+@pytest.mark.parametrize("name", ["c", "chirp", "chirp-lab-2", "a" + "-b" * 31])
+def test_valid_names(make_inventory, load_text, name: str) -> None:
+    assert load_text(make_inventory(name=name)).name == name
+
+
+def test_name_longer_than_63_characters(make_inventory, check_text) -> None:
+    assert "at most 63 characters" in check_text(make_inventory(name="a" * 64)).only_error()
+
+
 def test_invalid_domain(make_inventory, check_text) -> None:
     text = make_inventory().replace("domain: chirp.test", "domain: Chirp_Test")
     assert check_text(text).only_error() == (
@@ -519,10 +551,20 @@ def test_site_name_must_be_lower_case(make_inventory, base_sites, check_text) ->
     sites = {("FRA1" if k == "fra1" else k): v for k, v in base_sites.items()}
     checked = check_text(make_inventory(sites=sites))
     assert checked.errors[0] == (
-        f"{F}:6: sites/FRA1: site name 'FRA1' must be lower-case letters, digits and '-' (at most 31)"
+        f"{F}:6: sites/FRA1: site name 'FRA1' must be lower-case letters, digits and '-' (at most 31) (e.g. 'fra1')"
     )
-    assert f"{F}:10: hosts/fra1-web-[1:2]/site: unknown site 'fra1' (expected one of: FRA1, ams1, rbx1); " \
-           "sites are defined under 'sites:'" in checked.errors
+    # the hosts' `site: fra1` is the site's name in another case (see test_inventory_spelling.py)
+    assert f"{F}:10: hosts/fra1-web-[1:2]/site: site 'fra1' differs only in case from 'FRA1' (sites/FRA1, " \
+           "line 6); site names compare ignoring case, so these are one name spelt two ways: use one spelling, " \
+           "'fra1'" in checked.errors
+
+
+def test_invalid_site_name_without_a_lower_case_form(make_inventory, base_sites, check_text) -> None:
+    sites = {**base_sites, "lon_1": "{provider: ovh}"}
+    checked = check_text(make_inventory(sites=sites))
+    assert checked.only_error() == (
+        f"{F}:9: sites/lon_1: site name 'lon_1' must be lower-case letters, digits and '-' (at most 31)"
+    )
 
 
 @pytest.mark.parametrize(("vip", "hint"), [

@@ -1,0 +1,70 @@
+"""Per-host configuration of the `cache` role: one Redis server and one Sentinel on every cache host.
+
+Every topology decision is made here from the placement: which server starts as master (the others start as
+its replicas), the Sentinel quorum and the name the sentinels monitor the group under (the deployment's
+name). After the first start the sentinels own the replication topology: a failover moves the master and
+Redis/Sentinel record that in their own config files, which the role therefore only seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from deploykit.inventory.model import Host
+from deploykit.secret import Secret
+from deploykit.services.cache.placement import cache_plan
+from deploykit.services.contract import ConfigContext
+
+# The secret this service owns: requirepass/masterauth of every server, Sentinel's too; its clients read it.
+CACHE_PASSWORD = "cache-password"
+
+# How long a failover may take before another sentinel may retry it, and the bound on reconfiguring the
+# replicas. Sentinel's default (3 min) is meant for slow WAN links; ten detection periods keep a stuck
+# failover from blocking the group for minutes while leaving a promotion on a busy host time to finish.
+FAILOVER_TIMEOUT_FACTOR = 10
+MIN_FAILOVER_TIMEOUT_MS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class CacheHostConfig:
+    host: str
+    address: IPv4Address
+    master_name: str  # the name the sentinels monitor the group under
+    master_address: IPv4Address  # the initial master (sentinels move it on failover)
+    is_initial_master: bool
+    port: int
+    sentinel_port: int
+    quorum: int
+    down_after_ms: int
+    failover_timeout_ms: int
+    parallel_syncs: int
+    password: Secret  # requirepass + masterauth of every server, and Sentinel's own and auth-pass
+
+    @property
+    def replicaof(self) -> IPv4Address | None:
+        """Whom this server replicates from when it first starts (None: it starts as the master)."""
+        return None if self.is_initial_master else self.master_address
+
+
+def cache_config(ctx: ConfigContext, host: Host) -> CacheHostConfig:
+    plan = cache_plan(ctx.placement)
+    members = {m.name: m for m in plan.members}
+    if host.name not in members or plan.master is None:
+        raise ValueError(f"{host.name} is not a cache member")
+    down_after = ctx.inv.services.cache.down_after_ms
+    return CacheHostConfig(
+        host=host.name,
+        address=host.address,
+        master_name=ctx.placement.name,
+        master_address=members[plan.master].address,
+        is_initial_master=host.name == plan.master,
+        port=plan.port,
+        sentinel_port=plan.sentinel_port,
+        quorum=plan.quorum,
+        down_after_ms=down_after,
+        failover_timeout_ms=max(MIN_FAILOVER_TIMEOUT_MS, FAILOVER_TIMEOUT_FACTOR * down_after),
+        # One replica resyncs at a time, so the others keep serving reads during a failover.
+        parallel_syncs=1,
+        password=ctx.secret(CACHE_PASSWORD),
+    )

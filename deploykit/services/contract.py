@@ -1,0 +1,242 @@
+"""What a service is: the one contract every service package implements and the shared machinery reads.
+
+A service package (`deploykit/services/<name>/`) holds everything deploykit knows about one service: its part
+of the placement, its per-host config (pure, typed), its desired state and templates, its tier rule (shared by
+the resilience proof and the apply's abort rule), its rollout policy, the secrets it owns, the ports it opens
+and to whom, and what it asks the load balancers to serve. It exposes one or more `Service` objects, which
+`deploykit/services/__init__.py` registers in phase order, one line each.
+
+The shared machinery (placement, resilience, desired states, the apply runner) only calls the methods below;
+it never names a service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from ipaddress import IPv4Address
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from deploykit.inventory.model import Host, Inventory
+from deploykit.plan.desired import RoleState
+from deploykit.plan.placement import Placement
+from deploykit.plan.verdict import Verdict
+from deploykit.secret import Secret
+
+if TYPE_CHECKING:
+    from deploykit.execute.steps import Step
+
+T = TypeVar("T")
+
+
+class Rollout(str, Enum):
+    """How the hosts of one phase change."""
+
+    PARALLEL = "parallel"  # every host at once (bounded by the executor's parallelism)
+    ONE_AT_A_TIME = "one-at-a-time"  # one host after the other, each waited for
+    # A batch at a time, each batch drained from the load balancers first and put back once healthy; the first
+    # batch is one host alone, the only one that runs the service's run-once command (e.g. migrations).
+    ROLLING = "rolling"
+
+
+@dataclass(frozen=True, slots=True)
+class FirewallRule:
+    """An inbound port a service opens on a host, and to whom."""
+
+    description: str
+    protocol: str  # "tcp" or "vrrp" (IP protocol 112, no port)
+    port: int | None
+    sources: tuple[IPv4Address, ...] | None  # None: from anywhere; never empty (no rule is made then)
+
+
+@dataclass(frozen=True, slots=True)
+class Sysctl:
+    key: str
+    value: str
+    reason: str
+
+    @property
+    def proc_path(self) -> str:
+        return "/proc/sys/" + self.key.replace(".", "/")
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    name: str  # the host's name: the load balancer's runtime API addresses the server by it
+    address: IPv4Address
+    port: int
+    backup: bool  # only used when no non-backup server is healthy (e.g. other sites' app hosts)
+    check_port: int | None = None  # health check on another port (e.g. Patroni's REST API)
+
+
+@dataclass(frozen=True, slots=True)
+class Frontend:
+    """What a service asks every site's load balancers to serve (see `Service.frontends`)."""
+
+    name: str  # frontend and backend name in the load balancer (app, db-primary, ...)
+    port: int
+    mode: str  # http | tcp
+    check: str  # what the health check asks, for people: "GET /healthz", "GET /primary on :8008", ...
+    backends: tuple[Backend, ...]
+    # How the load balancer checks a server: "http" (GET check_path, on check_port if given) or "redis-master"
+    # (AUTH with the secret named check_secret, then `role:master` in INFO replication).
+    check_kind: str = "http"
+    check_path: str | None = None
+    check_secret: str | None = None  # the name of the secret the check authenticates with
+    clients: tuple[str, ...] | None = None  # roles whose hosts may connect; None: anyone
+    label: str = ""  # for people (firewall comments): "PostgreSQL primary"
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A table of the offline plan's placement report. Sections of several services with the same title
+    are one table (e.g. "Data tier": a row per service)."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+MAX_LISTED = 6
+DATA_TIER_TITLE = "Data tier"
+DATA_TIER_COLUMNS = ("tier", "members", "decided")
+
+
+def listed(items: list[str] | tuple[str, ...]) -> str:
+    """A short list for a table cell: the first few names, then how many in all."""
+    items = list(items)
+    if len(items) <= MAX_LISTED:
+        return ", ".join(items) or "-"
+    return f"{', '.join(items[:MAX_LISTED - 1])}, ... ({len(items)} in all)"
+
+
+@dataclass(frozen=True)
+class PlacementContext:
+    """What a service's `place` sees: the inventory, the parts placed before it, and every service."""
+
+    inv: Inventory
+    parts: dict[str, object]
+    services: tuple[Service, ...]
+
+
+@dataclass(frozen=True)
+class ConfigContext:
+    """What a service's per-host `config` sees. Secrets come from `secret(name)`: generated on first use,
+    stored encrypted, the same value every run."""
+
+    inv: Inventory
+    placement: Placement
+    secret: Callable[[str], Secret]
+    services: tuple[Service, ...] = field(default_factory=lambda: _registered())
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def shared(self, key: str, compute: Callable[[], T]) -> T:
+        """Compute something once for every host of this run (e.g. reading the app's source directory)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        value: T = self._memo[key]
+        return value
+
+
+@dataclass(frozen=True)
+class TierContext:
+    """What a service's tier rule judges: the stack without the `gone` hosts.
+
+    The resilience proof asks it for every unit of every failure-domain level (`what` = "losing provider
+    ovh"); the apply asks it for the hosts that are unreachable or failed (`what` = "without fra1-db-1"), so
+    the two can never disagree. `earlier` holds the verdicts of the services judged before (phase order).
+    """
+
+    inv: Inventory
+    placement: Placement
+    gone: frozenset[str]
+    what: str
+    level: str  # the failure-domain level lost ("provider", ...), or "host" for the apply's failed hosts
+    earlier: dict[str, Verdict]
+
+
+class Service:
+    """One service (or one role of a service package). Subclasses set the class attributes and override
+    the hooks they need; every hook has a neutral default."""
+
+    name: ClassVar[str]  # phase name, and the inventory role it runs on unless `every_host`
+    every_host: ClassVar[bool] = False  # runs on every inventory host (no role of its own)
+    rollout: ClassVar[Rollout] = Rollout.PARALLEL
+    # The load balancers' backend its hosts are drained from during a ROLLING rollout (a frontend's name).
+    drain_backend: ClassVar[str | None] = None
+    # Names (fnmatch patterns) of the secrets it owns; a secret asked for by no service's list is a bug.
+    secrets: ClassVar[tuple[str, ...]] = ()
+    # Where its column goes in the resilience table: from the edge (small) inward (large).
+    tier_column: ClassVar[int] = 100
+    # Debian packages it installs (for the lab's image); its desired state lists them per host.
+    packages: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def role(self) -> str | None:
+        return None if self.every_host else self.name
+
+    def runs_on(self, host: Host) -> bool:
+        return self.every_host or host.has(self.name)
+
+    # --- plan ----------------------------------------------------------------------------------------------
+    def place(self, ctx: PlacementContext) -> object | None:
+        """Its part of the placement (pure), stored under its name; None: it has none."""
+        return None
+
+    def describe(self, inv: Inventory, placement: Placement) -> tuple[Section, ...]:
+        """Its placement for people (`plan --offline`)."""
+        return ()
+
+    def describe_data(self, part: object) -> object:
+        """Its placement part as JSON-able data (`plan --offline --json`)."""
+        from deploykit.plan.serialize import to_data
+
+        return to_data(part)
+
+    def judge(self, ctx: TierContext) -> Verdict | None:
+        """Its tier's verdict without `ctx.gone`; None: it has no tier (or no members in this inventory)."""
+        return None
+
+    def frontends(self, inv: Inventory, site: str) -> tuple[Frontend, ...]:
+        """What it asks the load balancers of `site` to serve."""
+        return ()
+
+    def firewall(self, ctx: ConfigContext, host: Host) -> tuple[FirewallRule, ...]:
+        """The ports it opens on `host` (a host it runs on), and to whom."""
+        return ()
+
+    def sysctls(self, host: Host) -> tuple[Sysctl, ...]:
+        return ()
+
+    # --- per host ------------------------------------------------------------------------------------------
+    def config(self, ctx: ConfigContext, host: Host) -> object:
+        raise NotImplementedError(f"service {self.name} has no config")
+
+    def desired(self, cfg: Any) -> RoleState:
+        raise NotImplementedError(f"service {self.name} has no desired state")
+
+    def state(self, ctx: ConfigContext, host: Host) -> RoleState:
+        return self.desired(self.config(ctx, host))
+
+    # --- rollout -------------------------------------------------------------------------------------------
+    def batch_size(self, inv: Inventory) -> int:
+        """Hosts changed at a time by a ROLLING rollout (after the first, canary, host)."""
+        return 1
+
+    def drain(self, placement: Placement, backend: str, servers: list[str],
+              skip: frozenset[str]) -> dict[str, list[Step]]:
+        """Steps (per load-balancer host, `skip` excluded) that stop traffic to `servers` of `backend` and
+        wait for their open requests; each must fail when the load balancer did not take the command."""
+        return {}
+
+    def undrain(self, placement: Placement, backend: str, servers: list[str],
+                skip: frozenset[str]) -> dict[str, list[Step]]:
+        """Steps that put `servers` back into `backend` on every load-balancer host."""
+        return {}
+
+
+def _registered() -> tuple[Service, ...]:
+    from deploykit.services import SERVICES
+
+    return SERVICES

@@ -1,0 +1,89 @@
+"""db: PostgreSQL 15 managed by Patroni (Debian's postgresql-15 and patroni), its leader lock in etcd."""
+
+from __future__ import annotations
+
+from deploykit.inventory.model import Host, Inventory
+from deploykit.plan.desired import RoleState
+from deploykit.plan.placement import Placement
+from deploykit.plan.verdict import Verdict
+from deploykit.services.contract import (
+    DATA_TIER_COLUMNS,
+    DATA_TIER_TITLE,
+    Backend,
+    ConfigContext,
+    FirewallRule,
+    Frontend,
+    PlacementContext,
+    Section,
+    Service,
+    Sysctl,
+    TierContext,
+    listed,
+)
+from deploykit.services.db.config import SECRETS, DbHostConfig, db_config
+from deploykit.services.db.placement import NAME, DbPlan, db_plan, plan_db
+from deploykit.services.db.state import PACKAGES, desired
+from deploykit.services.db.tier import judge_db
+from deploykit.services.ports import addresses
+
+# The load balancers' frontends for the primary and the replicas, each checked on Patroni's REST API.
+PRIMARY, REPLICAS = "db-primary", "db-replicas"
+CHECK_PATHS = {PRIMARY: "/primary", REPLICAS: "/replica"}
+LABELS = {PRIMARY: "PostgreSQL primary", REPLICAS: "PostgreSQL replicas"}
+
+
+class Db(Service):
+    name = NAME
+    tier_column = 40
+    secrets = SECRETS
+    packages = PACKAGES
+
+    def place(self, ctx: PlacementContext) -> DbPlan:
+        return plan_db(ctx.inv)
+
+    def judge(self, ctx: TierContext) -> Verdict | None:
+        return judge_db(ctx)
+
+    def describe(self, inv: Inventory, placement: Placement) -> tuple[Section, ...]:
+        p = db_plan(placement)
+        if not p.members:
+            return ()
+        sync = (f"synchronous: {p.sync_standbys} standby(s) confirm each commit ({p.sync_reason})"
+                if p.synchronous and p.sync_standbys else f"no synchronous standby ({p.sync_reason})")
+        row = ("db (Patroni)", listed([f"{m.name} ({m.provider})" for m in p.members]),
+               f"bootstraps on {p.bootstrap}; {sync}")
+        return (Section(DATA_TIER_TITLE, DATA_TIER_COLUMNS, (row,)),)
+
+    def firewall(self, ctx: ConfigContext, host: Host) -> tuple[FirewallRule, ...]:
+        inv = ctx.inv
+        svc = inv.services.db
+        # HAProxy proxies in TCP mode (connections arrive from the lb hosts) and checks Patroni's REST API.
+        return (
+            FirewallRule("PostgreSQL", "tcp", svc.port, addresses(inv, "db", "lb")),
+            FirewallRule("Patroni REST API", "tcp", svc.patroni_port, addresses(inv, "db", "lb")),
+        )
+
+    def sysctls(self, host: Host) -> tuple[Sysctl, ...]:
+        return (Sysctl("vm.swappiness", "1", "keep PostgreSQL's memory out of swap"),)
+
+    def frontends(self, inv: Inventory, site: str) -> tuple[Frontend, ...]:
+        dbs, db, lb = inv.with_role(NAME), inv.services.db, inv.services.lb
+        if not dbs:
+            return ()
+        out = []
+        for name, port in ((PRIMARY, lb.db_primary_port), (REPLICAS, lb.db_replica_port)):
+            path = CHECK_PATHS[name]
+            backends = tuple(Backend(h.name, h.address, db.port, False, db.patroni_port) for h in dbs)
+            out.append(Frontend(name, port, "tcp", f"GET {path} on :{db.patroni_port}", backends,
+                                check_kind="http", check_path=path, clients=("app", "worker"),
+                                label=LABELS[name]))
+        return tuple(out)
+
+    def config(self, ctx: ConfigContext, host: Host) -> DbHostConfig:
+        return db_config(ctx, host)
+
+    def desired(self, cfg: DbHostConfig) -> RoleState:
+        return desired(cfg)
+
+
+SERVICE = Db()

@@ -1,0 +1,184 @@
+"""One PostgreSQL 15 member managed by Patroni (Debian's postgresql-15 and patroni 3.0 packages).
+
+Failover timing (`services.db`, defaults ttl 12 / loop_wait 2 / retry_timeout 4): the leader key lives `ttl`
+seconds; a dead primary is replaced once it expires and a standby's next loop (every `loop_wait`) takes the
+lock. The issue measured the leader elected 17 s after killing the primary with these values, against
+~40 s with Patroni's defaults (30 / 10 / 10). Patroni requires ttl >= loop_wait + 2 * retry_timeout
+(12 >= 2 + 8): a primary that cannot renew its key within retry_timeout demotes itself before the key can
+expire, so two primaries never overlap. Lower values trade spurious failovers on cross-provider jitter.
+
+Everything under `dcs` is Patroni's cluster-wide ("dynamic") configuration: it lives in etcd, written from
+`bootstrap.dcs` once when the cluster is initialised. Later changes reach the cluster through
+`patronictl edit-config` (see state.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from deploykit.inventory.model import Host, Inventory
+from deploykit.secret import Secret
+from deploykit.services.contract import ConfigContext
+from deploykit.services.db.placement import db_plan
+from deploykit.services.etcd.placement import etcd_plan
+
+PG_VERSION = 15
+APP_USER = "chirp"
+APP_DATABASE = "chirp"
+SUPERUSER = "postgres"
+REPLICATION_USER = "replicator"
+REST_USER = "patroni"
+# The secrets this service owns (the app reads APP_PASSWORD too).
+SUPERUSER_PASSWORD = "db-superuser-password"
+REPLICATION_PASSWORD = "db-replication-password"
+REST_PASSWORD = "patroni-rest-password"
+APP_PASSWORD = "db-app-password"
+SECRETS = (SUPERUSER_PASSWORD, REPLICATION_PASSWORD, REST_PASSWORD, APP_PASSWORD)
+# Patroni's default: in asynchronous mode a standby more than 1 MiB behind is not promoted. (In synchronous
+# mode Patroni promotes only the synchronous standby anyway.)
+MAXIMUM_LAG_ON_FAILOVER = 1024 * 1024
+ADMIN_CONNECTIONS = 20  # psql sessions, Patroni, monitoring; on top of the app's
+WORKER_CONNECTIONS = 2  # per worker host (assumption: the chirp worker holds at most two)
+
+
+@dataclass(frozen=True, slots=True)
+class HbaRule:
+    type: str  # local | host
+    database: str
+    user: str
+    address: str  # "" for local
+    method: str
+    comment: str
+
+
+@dataclass(frozen=True, slots=True)
+class DcsConfig:
+    ttl: int
+    loop_wait: int
+    retry_timeout: int
+    maximum_lag_on_failover: int
+    synchronous_mode: bool
+    synchronous_node_count: int
+    sync_reason: str
+    use_slots: bool
+    use_pg_rewind: bool
+    parameters: tuple[tuple[str, str], ...]  # PostgreSQL settings every member must share
+
+
+@dataclass(frozen=True, slots=True)
+class DbHostConfig:
+    name: str
+    scope: str
+    address: IPv4Address
+    port: int
+    patroni_port: int
+    bootstrap_member: bool  # the member that initialises the cluster on the first deploy
+    listen: str  # "address,127.0.0.1:port": Patroni takes the port once, after every address
+    connect_address: str
+    rest_listen: str
+    data_dir: str
+    bin_dir: str
+    config_path: str
+    etcd_hosts: tuple[str, ...]
+    dcs: DcsConfig
+    pg_hba: tuple[HbaRule, ...]
+    watchdog: bool
+    superuser: str
+    superuser_password: Secret
+    replication_user: str
+    replication_password: Secret
+    rest_user: str
+    rest_password: Secret
+    app_user: str
+    app_database: str
+    app_password: Secret
+
+
+def max_connections(ctx: ConfigContext) -> int:
+    """One connection per gunicorn process of every app host (through HAProxy, no pooler) plus workers."""
+    inv = ctx.inv
+    app_processes = len(inv.with_role("app")) * inv.services.app.workers
+    wanted = ADMIN_CONNECTIONS + app_processes + len(inv.with_role("worker")) * WORKER_CONNECTIONS
+    return max(100, wanted)
+
+
+def shared_parameters(ctx: ConfigContext) -> tuple[tuple[str, str], ...]:
+    senders = max(10, len(db_plan(ctx.placement).members) + 4)
+    return (
+        ("hot_standby", "on"),
+        ("max_connections", str(max_connections(ctx))),
+        ("max_replication_slots", str(senders)),
+        ("max_wal_senders", str(senders)),
+        ("password_encryption", "scram-sha-256"),
+        ("wal_keep_size", "1GB"),
+        ("wal_level", "replica"),
+    )
+
+
+def hba_rules(inv: Inventory) -> tuple[HbaRule, ...]:
+    method = "scram-sha-256"
+    rules = [
+        HbaRule("local", "all", SUPERUSER, "", "peer", "Patroni and the postgres OS user, over the socket"),
+        HbaRule("host", "all", SUPERUSER, "127.0.0.1/32", method, "superuser on this host"),
+    ]
+    dbs = inv.with_role("db")
+    rules += [
+        HbaRule("host", "all", SUPERUSER, f"{h.address}/32", method, f"superuser (pg_rewind) from {h.name}")
+        for h in dbs
+    ]
+    rules += [
+        HbaRule("host", "replication", REPLICATION_USER, f"{h.address}/32", method, f"replication from {h.name}")
+        for h in dbs
+    ]
+    # HAProxy proxies in TCP mode: connections through it arrive from the lb host's address.
+    clients = [h for h in inv.hosts if h.has("app") or h.has("worker") or h.has("lb")]
+    rules += [HbaRule("host", APP_DATABASE, APP_USER, f"{h.address}/32", method, f"app from {h.name}") for h in clients]
+    return tuple(rules)
+
+
+def db_config(ctx: ConfigContext, host: Host) -> DbHostConfig:
+    plan, svc = db_plan(ctx.placement), ctx.inv.services.db
+    if host.name not in {m.name for m in plan.members}:
+        raise ValueError(f"{host.name} is not a db member")
+    dcs = DcsConfig(
+        ttl=svc.ttl,
+        loop_wait=svc.loop_wait,
+        retry_timeout=svc.retry_timeout,
+        maximum_lag_on_failover=MAXIMUM_LAG_ON_FAILOVER,
+        synchronous_mode=plan.synchronous and plan.sync_standbys > 0,
+        synchronous_node_count=max(plan.sync_standbys, 1),
+        sync_reason=plan.sync_reason,
+        use_slots=True,
+        # A former primary rejoins by rewinding its diverged WAL instead of a full re-clone; needs data
+        # checksums (initdb below) and the superuser over the network from the other members (pg_hba).
+        use_pg_rewind=True,
+        parameters=shared_parameters(ctx),
+    )
+    return DbHostConfig(
+        name=host.name,
+        scope=plan.scope,
+        address=host.address,
+        port=plan.port,
+        patroni_port=plan.patroni_port,
+        bootstrap_member=host.name == plan.bootstrap,
+        listen=f"{host.address},127.0.0.1:{plan.port}",
+        connect_address=f"{host.address}:{plan.port}",
+        rest_listen=f"{host.address}:{plan.patroni_port}",
+        data_dir=f"/var/lib/postgresql/{PG_VERSION}/{plan.scope}",
+        bin_dir=f"/usr/lib/postgresql/{PG_VERSION}/bin",
+        config_path="/etc/patroni/config.yml",
+        etcd_hosts=etcd_plan(ctx.placement).endpoints,
+        dcs=dcs,
+        pg_hba=hba_rules(ctx.inv),
+        watchdog=svc.watchdog,
+        superuser=SUPERUSER,
+        superuser_password=ctx.secret(SUPERUSER_PASSWORD),
+        replication_user=REPLICATION_USER,
+        replication_password=ctx.secret(REPLICATION_PASSWORD),
+        rest_user=REST_USER,
+        rest_password=ctx.secret(REST_PASSWORD),
+        app_user=APP_USER,
+        app_database=APP_DATABASE,
+        app_password=ctx.secret(APP_PASSWORD),
+    )

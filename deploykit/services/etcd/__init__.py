@@ -1,0 +1,67 @@
+"""etcd: Patroni's leader lock (DCS). Debian's etcd-server 3.4."""
+
+from __future__ import annotations
+
+from deploykit.inventory.model import Host, Inventory
+from deploykit.plan.desired import RoleState
+from deploykit.plan.placement import Placement
+from deploykit.plan.serialize import to_data
+from deploykit.plan.verdict import Verdict
+from deploykit.services.contract import (
+    DATA_TIER_COLUMNS,
+    DATA_TIER_TITLE,
+    ConfigContext,
+    FirewallRule,
+    PlacementContext,
+    Section,
+    Service,
+    TierContext,
+    listed,
+)
+from deploykit.services.etcd.config import EtcdHostConfig, etcd_config
+from deploykit.services.etcd.placement import NAME, EtcdPlan, etcd_plan, plan_etcd
+from deploykit.services.etcd.state import PACKAGES, desired
+from deploykit.services.etcd.tier import judge_etcd
+from deploykit.services.ports import addresses
+
+
+class Etcd(Service):
+    name = NAME
+    tier_column = 50
+    packages = PACKAGES
+
+    def place(self, ctx: PlacementContext) -> EtcdPlan:
+        return plan_etcd(ctx.inv)
+
+    def judge(self, ctx: TierContext) -> Verdict | None:
+        return judge_etcd(ctx)
+
+    def describe(self, inv: Inventory, placement: Placement) -> tuple[Section, ...]:
+        p = etcd_plan(placement)
+        if not p.members:
+            return ()
+        row = ("etcd", listed([f"{m.name} ({m.provider})" for m in p.members]),
+               f"{len(p.members)} members, quorum {p.quorum}")
+        return (Section(DATA_TIER_TITLE, DATA_TIER_COLUMNS, (row,)),)
+
+    def describe_data(self, part: object) -> object:
+        assert isinstance(part, EtcdPlan)
+        return {**to_data(part), "initial_cluster": part.initial_cluster}
+
+    def firewall(self, ctx: ConfigContext, host: Host) -> tuple[FirewallRule, ...]:
+        inv = ctx.inv
+        svc = inv.services.etcd
+        return (
+            # Patroni on the db hosts is etcd's client.
+            FirewallRule("etcd client", "tcp", svc.client_port, addresses(inv, "etcd", "db")),
+            FirewallRule("etcd peer", "tcp", svc.peer_port, addresses(inv, "etcd")),
+        )
+
+    def config(self, ctx: ConfigContext, host: Host) -> EtcdHostConfig:
+        return etcd_config(ctx, host)
+
+    def desired(self, cfg: EtcdHostConfig) -> RoleState:
+        return desired(cfg)
+
+
+SERVICE = Etcd()

@@ -1,0 +1,70 @@
+"""One etcd member's configuration (Debian's etcd-server 3.4, configured through /etc/default/etcd).
+
+Timing: etcd's defaults (heartbeat 100 ms, election 1000 ms) assume one datacentre. Members here sit at
+different providers (round trips of 10-30 ms, with jitter), so the heartbeat is 200 ms and the election
+timeout ten heartbeats, 2000 ms (etcd's tuning guide: heartbeat about the round trip, election at least ten
+times that). The election timeout stays under Patroni's retry_timeout (4 s by default): losing the etcd
+leader is settled before Patroni gives up on a DCS write and demotes a healthy primary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from deploykit.inventory.model import Host
+from deploykit.services.contract import ConfigContext
+from deploykit.services.etcd.placement import etcd_plan
+
+HEARTBEAT_MS = 200
+ELECTION_MS = 2000
+# Patroni renews its leader key every loop_wait; without compaction the revision history grows until
+# etcd's 2 GiB space quota stops all writes (and with them failover).
+COMPACTION_RETENTION = "1h"
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdHostConfig:
+    name: str
+    address: IPv4Address
+    client_port: int
+    peer_port: int
+    token: str  # initial cluster token; also names the data directory
+    data_dir: str
+    initial_cluster: str  # name=http://address:peer_port,... for every member, by name
+    listen_peer_urls: str
+    listen_client_urls: str
+    advertise_peer_urls: str
+    advertise_client_urls: str
+    heartbeat_ms: int
+    election_ms: int
+    compaction_retention: str
+    local_endpoint: str  # for etcdctl on the host itself
+
+
+def etcd_config(ctx: ConfigContext, host: Host) -> EtcdHostConfig:
+    plan = etcd_plan(ctx.placement)
+    if host.name not in {m.name for m in plan.members}:
+        raise ValueError(f"{host.name} is not an etcd member")
+    peer = f"http://{host.address}:{plan.peer_port}"
+    client = f"http://{host.address}:{plan.client_port}"
+    local = f"http://127.0.0.1:{plan.client_port}"
+    return EtcdHostConfig(
+        name=host.name,
+        address=host.address,
+        client_port=plan.client_port,
+        peer_port=plan.peer_port,
+        token=plan.token,
+        # Not Debian's /var/lib/etcd/default: the package starts a single-node etcd there on install, and a
+        # member that finds that data would come up as that one-node cluster instead of joining ours.
+        data_dir=f"/var/lib/etcd/{plan.token}",
+        initial_cluster=plan.initial_cluster,
+        listen_peer_urls=peer,
+        listen_client_urls=f"{client},{local}",
+        advertise_peer_urls=peer,
+        advertise_client_urls=client,
+        heartbeat_ms=HEARTBEAT_MS,
+        election_ms=ELECTION_MS,
+        compaction_retention=COMPACTION_RETENTION,
+        local_endpoint=local,
+    )
