@@ -120,19 +120,28 @@ class Inventory:
     hosts: tuple[Host, ...]  # sorted by name: every consumer iterates in this stable order
     services: Services
     warnings: tuple[str, ...] = ()
+    # Indexes built once: placement, firewall rules and the resilience proof ask for a role's hosts per host
+    # and per scenario, which must not cost a walk over every host each time (5,000 hosts).
+    _by_name: dict[str, Host] = field(init=False, repr=False, compare=False)
+    _by_role: dict[str, tuple[Host, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_role: dict[str, list[Host]] = {}
+        for h in self.hosts:
+            for r in h.roles:
+                by_role.setdefault(r, []).append(h)
+        object.__setattr__(self, "_by_name", {h.name: h for h in self.hosts})
+        object.__setattr__(self, "_by_role", {r: tuple(hs) for r, hs in by_role.items()})
 
     @property
     def directory(self) -> Path:
         return self.path.parent
 
     def host(self, name: str) -> Host:
-        for h in self.hosts:
-            if h.name == name:
-                return h
-        raise KeyError(name)
+        return self._by_name[name]
 
     def with_role(self, role: str) -> tuple[Host, ...]:
-        return tuple(h for h in self.hosts if role in h.roles)
+        return self._by_role.get(role, ())
 
     def in_site(self, site: str) -> tuple[Host, ...]:
         return tuple(h for h in self.hosts if h.site == site)

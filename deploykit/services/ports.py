@@ -9,4 +9,7 @@ from deploykit.inventory.model import Inventory
 
 def addresses(inv: Inventory, *roles: str) -> tuple[IPv4Address, ...]:
     """Addresses of the hosts with any of `roles`, each once, in host-name order."""
-    return tuple(h.address for h in inv.hosts if any(h.has(r) for r in roles))
+    if len(roles) == 1:
+        return tuple(h.address for h in inv.with_role(roles[0]))  # already in host-name order
+    chosen = {h.name: h for r in roles for h in inv.with_role(r)}
+    return tuple(chosen[n].address for n in sorted(chosen))

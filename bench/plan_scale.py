@@ -1,8 +1,9 @@
-"""Benchmark: validate and plan (offline) a 500-host, 3-provider inventory, wall time including start-up.
+"""Benchmark: validate and plan (offline) 500- and 5,000-host, 3-provider inventories, wall time including start-up.
 
-Target (issue 2): at most 1 s of wall time for each command on a 2-core machine.
+Targets: at most 1 s for each command at 500 hosts (issue 2); 5,000 hosts at most 3x the 500-host time (issue 8:
+no superlinear part), also with `host` as a failure domain (one resilience scenario per host).
 Baseline in the same run: the same commands on the 9-host lab inventory, and a bare `python -c pass`.
-Usage: python bench/plan_500.py [--runs N]
+Usage: python bench/plan_scale.py [--runs N]
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_S = 1.0
+SCALE_RATIO = 3.0
 
 
-def generate(n_hosts: int = 500) -> str:
-    """500 hosts listed one by one (the slowest form to parse), 3 providers, 2 racks per site."""
+def generate(n_hosts: int = 500, levels: str = "provider, site, rack") -> str:
+    """Hosts listed one by one (the slowest form to parse), 3 providers, 2 racks per site."""
     sites = [("fra1", "hetzner", 10), ("rbx1", "ovh", 20), ("ams1", "leaseweb", 30)]
-    lines = ["version: 1", "name: bench", "domain: bench.example", "failure_domains: [provider, site, rack]",
+    lines = ["version: 1", "name: bench", "domain: bench.example", f"failure_domains: [{levels}]",
              "sites:"]
     lines += [f"  {s}: {{provider: {p}, vip: 10.{o}.0.100}}" for s, p, o in sites]
     lines.append("hosts:")
@@ -62,23 +64,31 @@ def main() -> int:
     args = ap.parse_args()
     exe = [sys.executable, "-m", "deploykit.cli"]
     with tempfile.TemporaryDirectory() as tmp:
-        big = Path(tmp) / "bench-500.yml"
-        big.write_text(generate(500))
+        inv = {}
+        for n in (500, 5000):
+            inv[n] = Path(tmp) / f"bench-{n}.yml"
+            inv[n].write_text(generate(n))
+            inv[n, "host"] = Path(tmp) / f"bench-{n}-host.yml"
+            inv[n, "host"].write_text(generate(n, "provider, site, rack, host"))
         lab = ROOT / "inventories" / "lab.yml"
         rows = [
             ("python -c pass (interpreter start-up)", [sys.executable, "-c", "pass"]),
             ("validate lab.yml (9 hosts)", [*exe, "validate", str(lab)]),
             ("plan --offline lab.yml (9 hosts)", [*exe, "plan", "--offline", str(lab)]),
-            ("validate 500 hosts", [*exe, "validate", str(big)]),
-            ("plan --offline 500 hosts", [*exe, "plan", "--offline", str(big)]),
-            ("plan --offline --json 500 hosts", [*exe, "plan", "--offline", "--json", str(big)]),
         ]
+        for n in (500, 5000):
+            rows += [
+                (f"validate {n} hosts", [*exe, "validate", str(inv[n])]),
+                (f"plan --offline {n} hosts", [*exe, "plan", "--offline", str(inv[n])]),
+                (f"plan --offline --json {n} hosts", [*exe, "plan", "--offline", "--json", str(inv[n])]),
+                (f"plan --offline {n} hosts, host level", [*exe, "plan", "--offline", str(inv[n, "host"])]),
+            ]
         results = {}
-        print(f"{'command':42} {'median s':>9} {'max s':>7} {'rc':>3}")
+        print(f"{'command':44} {'median s':>9} {'max s':>7} {'rc':>3}")
         for label, argv in rows:
             med, worst, rc = timed(argv, args.runs)
             results[label] = med
-            print(f"{label:42} {med:9.3f} {worst:7.3f} {rc:3d}")
+            print(f"{label:44} {med:9.3f} {worst:7.3f} {rc:3d}")
         base = results["plan --offline lab.yml (9 hosts)"]
         big_plan = results["plan --offline 500 hosts"]
         print(f"ratio plan 500 hosts / 9 hosts: {big_plan / base:.2f}x")
@@ -87,6 +97,15 @@ def main() -> int:
         worst_big = max(results["validate 500 hosts"], big_plan, results["plan --offline --json 500 hosts"])
         ok = worst_big <= TARGET_S
         print(f"target <= {TARGET_S:.1f} s for 500 hosts: {'met' if ok else 'MISSED'} ({worst_big:.3f} s)")
+        for what in ("validate", "plan --offline", "plan --offline --json"):
+            ratio = results[f"{what} 5000 hosts"] / results[f"{what} 500 hosts"]
+            ok = ok and ratio <= SCALE_RATIO
+            print(f"ratio {what} 5000 / 500 hosts: {ratio:.2f}x (target <= {SCALE_RATIO:.0f}x)")
+        ratio = results["plan --offline 5000 hosts, host level"] / results["plan --offline 500 hosts, host level"]
+        ok = ok and ratio <= SCALE_RATIO
+        print(f"ratio plan --offline 5000 / 500 hosts with a host failure domain: {ratio:.2f}x "
+              f"(target <= {SCALE_RATIO:.0f}x)")
+        print(f"targets: {'met' if ok else 'MISSED'}")
         return 0 if ok else 1
 
 
