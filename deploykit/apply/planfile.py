@@ -58,8 +58,14 @@ def load_plan(path: Path) -> SavedPlan:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise DeploykitError(f"{path}: not a deploykit saved plan (expected format {FORMAT}); "
                              "make one with `deploykit plan INVENTORY --out FILE`")
-    return SavedPlan(Path(data["inventory"]), data["inventory_sha256"], tuple(data.get("limit", [])),
-                     {k: dict(v) for k, v in data.get("state", {}).items()})
+    try:
+        return SavedPlan(Path(data["inventory"]), str(data["inventory_sha256"]), tuple(data.get("limit", [])),
+                         {str(k): {"fingerprint": str(v["fingerprint"]), "desired_hash": str(v["desired_hash"])}
+                          for k, v in data.get("state", {}).items()})
+    except (KeyError, TypeError, AttributeError) as exc:  # hand-edited or truncated: say so, not a traceback
+        what = f"no {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
+        raise DeploykitError(f"{path}: damaged deploykit saved plan ({what}); make a new one with "
+                             "`deploykit plan INVENTORY --out FILE`") from exc
 
 
 def check_current(saved: SavedPlan, fresh: OnlinePlan) -> None:
@@ -70,7 +76,10 @@ def check_current(saved: SavedPlan, fresh: OnlinePlan) -> None:
         bad = ", ".join(sorted({*fresh.unreachable, *fresh.probe_failed}))
         raise StalePlanError(f"cannot verify the plan: hosts not reachable now: {bad}")
     if set(fresh.hosts) != set(saved.hosts):
-        raise StalePlanError("stale plan: the set of hosts differs from the saved plan's; run plan again")
+        missing, extra = sorted(set(saved.hosts) - set(fresh.hosts)), sorted(set(fresh.hosts) - set(saved.hosts))
+        which = "; ".join([*([f"not planned now: {', '.join(missing)}"] if missing else []),
+                           *([f"not in the saved plan: {', '.join(extra)}"] if extra else [])])
+        raise StalePlanError(f"stale plan: the set of hosts differs from the saved plan's ({which}); run plan again")
     changed = [n for n, hp in fresh.hosts.items()
                if (hp.fingerprint, hp.desired_hash) != (saved.hosts[n]["fingerprint"], saved.hosts[n]["desired_hash"])]
     if changed:

@@ -61,8 +61,8 @@ def batches(hosts: list[str], size: int) -> list[list[str]]:
     ordered = sorted(hosts)
     if not ordered:
         return []
-    rest = ordered[1:]
-    return [ordered[:1]] + [rest[i:i + size] for i in range(0, len(rest), max(1, size))]
+    rest, size = ordered[1:], max(1, size)
+    return [ordered[:1]] + [rest[i:i + size] for i in range(0, len(rest), size)]
 
 
 def apply_plan(plan: OnlinePlan, runner: StepRunner, placement: Placement,
@@ -82,9 +82,14 @@ def apply_plan(plan: OnlinePlan, runner: StepRunner, placement: Placement,
     verdicts = tier_verdicts(inv, placement, services, lost, failed_in)
     if short := shortfall(verdicts):
         result.aborted = f"not applying: {short}"
+        _not_applied(plan, result, set())
         return result
+    touched: set[str] = set()  # hosts sent a phase's steps
     for service in services:
-        changes = {name: rc for name, hp in plan.hosts.items() if name not in lost
+        # A host that failed an earlier phase gets no later one: phases are in dependency order, and the tier
+        # rules already count it as lost for this tier and every later one.
+        out = lost | _all(failed_in)
+        changes = {name: rc for name, hp in plan.hosts.items() if name not in out
                    for rc in hp.roles if rc.role == service.name and not rc.empty}
         if not changes:
             continue
@@ -92,20 +97,24 @@ def apply_plan(plan: OnlinePlan, runner: StepRunner, placement: Placement,
             on_phase(service.name, len(changes))
         t0 = time.monotonic()
         if service.rollout is Rollout.ROLLING:
-            outcomes = _rolling(service, plan, placement, runner, changes, lost | _all(failed_in), result,
-                                services, on_step)
+            outcomes = _rolling(service, plan, placement, runner, changes, out, result, services, on_step)
         elif service.rollout is Rollout.ONE_AT_A_TIME:
-            outcomes = {}
-            for n in sorted(changes):
-                outcomes.update(runner.run({n: role_steps(changes[n], run_once=not outcomes)}, on_step))
+            outcomes = _one_at_a_time(changes, runner, on_step)
         else:
             once_host = min(changes)
             outcomes = runner.run({n: role_steps(rc, run_once=n == once_host) for n, rc in changes.items()},
                                   on_step)
-        failed = sorted(n for n, o in outcomes.items() if not o.ok)
+        touched.update(n for n, o in outcomes.items() if o.attempted)
+        failed = sorted(n for n, o in outcomes.items() if not o.ok and o.attempted)
         for n in failed:
             if result.recap[n].status != "failed":  # keep the first error (e.g. a drain's) of a host
                 result.recap[n].status = "failed"
+                result.recap[n].error = f"[{service.name}] {outcomes[n].error}"
+        # Hosts a rollout stopped before are not lost (they serve what they served before): skipped, not failed.
+        held = sorted(n for n, o in outcomes.items() if not o.attempted)
+        for n in held:
+            if result.recap[n].status != "failed":  # e.g. a load balancer that did not drain is also an app host
+                result.recap[n].status = "skipped"
                 result.recap[n].error = f"[{service.name}] {outcomes[n].error}"
         failed_in.setdefault(service.name, set()).update(failed)
         phase = PhaseResult(service.name, len(changes), time.monotonic() - t0, failed)
@@ -116,8 +125,37 @@ def apply_plan(plan: OnlinePlan, runner: StepRunner, placement: Placement,
         if short := shortfall(verdicts):
             result.aborted = f"stopped after phase {service.name}: {short}"
             break
+        if held:  # a stopped rollout stops the apply: later phases may depend on what it did not finish
+            why = outcomes[held[0]].error
+            result.aborted = f"stopped after phase {service.name}: its rollout stopped, {len(held)} host(s) {why}"
+            break
+    _not_applied(plan, result, touched)
     result.degraded = degraded(verdicts)
     return result
+
+
+def _one_at_a_time(changes: dict[str, RoleChanges], runner: StepRunner,
+                   on_step: OnStep | None) -> dict[str, HostOutcome]:
+    """One host after the other, in name order, each waited for; the first failure stops the phase (as an
+    operator would: a change that broke one Redis is not taken to the next). Run-once on the first host."""
+    outcomes: dict[str, HostOutcome] = {}
+    for n in sorted(changes):
+        outcomes.update(runner.run({n: role_steps(changes[n], run_once=not outcomes)}, on_step))
+        if not outcomes[n].ok:
+            for rest in sorted(changes):
+                if rest not in outcomes:
+                    outcomes[rest] = HostOutcome(False, f"not updated: {n} failed first (one host at a time)",
+                                                 attempted=False)
+            break
+    return outcomes
+
+
+def _not_applied(plan: OnlinePlan, result: ApplyResult, touched: set[str]) -> None:
+    """A host whose planned changes were never sent (the apply stopped first) is `skipped`, not `changed`."""
+    for name in plan.hosts:
+        if name not in touched and result.recap[name].status == "changed":
+            result.recap[name].status = "skipped"
+            result.recap[name].error = "not applied: the apply stopped first"
 
 
 def _all(failed_in: dict[str, set[str]]) -> set[str]:
@@ -176,5 +214,5 @@ def _rolling(service: Service, plan: OnlinePlan, placement: Placement, runner: S
     if stop:
         for name in changes:
             if name not in outcomes:
-                outcomes[name] = HostOutcome(False, stop)
+                outcomes[name] = HostOutcome(False, stop, attempted=False)
     return outcomes

@@ -43,6 +43,8 @@ class HostOutcome:
     ok: bool = True
     error: str = ""
     steps_done: int = 0
+    # False: the host was not sent its steps at all (a rollout stopped before it); it runs what it ran before.
+    attempted: bool = True
 
 
 def install_packages(packages: tuple[str, ...]) -> str:

@@ -17,6 +17,7 @@ import pytest
 from deploykit.inventory import load_inventory
 from deploykit.lab.lab import Lab
 from tests.e2e.conftest import LAB_INVENTORY, deploykit
+from tests.installed import build_wheel, install
 
 pytestmark = pytest.mark.e2e
 
@@ -128,6 +129,21 @@ def test_second_apply_changes_nothing(first_apply, measure) -> None:
     assert "9 hosts: 0 to change, 9 unchanged. No changes." in r.stdout
     plan = deploykit("plan", INV)
     assert plan.returncode == 0, plan.stdout + plan.stderr
+
+
+def test_the_installed_wheel_plans_the_lab_from_outside_the_checkout(first_apply, tmp_path: Path) -> None:
+    """Issue 8: the wheel is the product. Built, installed into a fresh virtualenv and run from a directory with
+    only a copy of the inventory (and its lab keys and secrets), it connects and finds nothing to change."""
+    python, _ = install(build_wheel(tmp_path / "wheel"), tmp_path / "venv")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    shutil.copy(LAB_INVENTORY, work / "lab.yml")
+    shutil.copytree(LAB_INVENTORY.parent / ".lab", work / ".lab")
+    shutil.copy(LAB_INVENTORY.parent / "chirp-lab.secrets", work / "chirp-lab.secrets")
+    r = subprocess.run([str(python), "-m", "deploykit", "plan", "lab.yml"], capture_output=True, text=True,
+                       cwd=work, timeout=300, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "9 hosts: 0 to change, 9 unchanged. No changes." in r.stdout
 
 
 def test_plan_shows_exactly_a_hand_made_change_and_exits_2(lab: Lab, first_apply) -> None:

@@ -15,7 +15,8 @@ import pytest
 
 from deploykit.lab.lab import Lab
 from deploykit.lab.smoke import http
-from tests.e2e.conftest import LAB_INVENTORY, REPO, deploykit
+from deploykit.services.app.config import BUNDLED_APP
+from tests.e2e.conftest import LAB_INVENTORY, deploykit
 
 pytestmark = pytest.mark.e2e
 
@@ -142,7 +143,7 @@ def test_killing_an_app_host_drops_it_from_haproxy(stack: Lab, measure) -> None:
 
 def test_a_new_release_rolls_out_with_zero_failed_requests(stack: Lab, tmp_path: Path, measure) -> None:
     src = tmp_path / "chirp"
-    shutil.copytree(REPO / "apps" / "chirp", src, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(BUNDLED_APP, src, ignore=shutil.ignore_patterns("__pycache__"))
     (src / "RELEASE").write_text("e2e release\n")
     inv = LAB_INVENTORY.with_name("lab-release-e2e.yml")
     text = LAB_INVENTORY.read_text().replace("  app: {port: 8000, health: /healthz, min_capacity: 0.5}",

@@ -4,17 +4,17 @@ to miss templates/ and apps/, and installed a top-level package named `roles`)."
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
-import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.installed import REPO, build_wheel, install
+
 SERVICES = REPO / "deploykit" / "services"
 
 # Run inside the installed package: every template renders (each service's state for every lab host), and the
@@ -61,13 +61,7 @@ def source_app_files() -> list[str]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                            "--disable-pip-version-check", "-w", str(out), str(REPO)],
-                           capture_output=True, text=True, timeout=300)
-    assert build.returncode == 0, build.stderr
-    (found,) = out.glob("deploykit-*.whl")
-    return found
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def test_the_wheel_holds_every_template_and_the_bundled_app_and_no_top_level_roles(wheel: Path) -> None:
@@ -82,16 +76,7 @@ def test_the_wheel_holds_every_template_and_the_bundled_app_and_no_top_level_rol
 
 def test_installed_in_a_fresh_venv_it_renders_every_template_from_outside_the_checkout(wheel: Path,
                                                                                         tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
-    # deploykit itself from the wheel; its dependencies from this test run's environment (a path entry, so the
-    # editable install of the checkout living there is not activated: its .pth files are not processed).
-    with zipfile.ZipFile(wheel) as z:
-        z.extractall(site)
-    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    python, site = install(wheel, tmp_path / "venv")
     work = tmp_path / "elsewhere"
     work.mkdir()
     for name in ("lab.yml", "example.yml"):  # the lab turns the watchdog off, the example keeps it
@@ -99,8 +84,6 @@ def test_installed_in_a_fresh_venv_it_renders_every_template_from_outside_the_ch
     run = subprocess.run([str(python), "-c", PROBE, "lab.yml", "example.yml"], capture_output=True, text=True,
                          cwd=work, timeout=120, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert run.returncode == 0, run.stderr
-    import json
-
     got = json.loads(run.stdout)
     assert got["package"].startswith(str(site))  # the installed copy, not the checkout
     assert got["templates"] == source_templates()

@@ -18,7 +18,7 @@ from deploykit.services.contract import ConfigContext
 from deploykit.services.etcd import state as etcd
 from deploykit.services.etcd.config import etcd_config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "etcd"
 
 

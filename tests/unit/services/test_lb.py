@@ -22,7 +22,7 @@ from deploykit.services.contract import ConfigContext
 from deploykit.services.lb import state as lb
 from deploykit.services.lb.config import LbHostConfig, lb_config, vrrp_auth_pass
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "lb"
 LB_HOSTS = ("ams1-web-1", "ams1-web-2", "fra1-web-1", "fra1-web-2", "rbx1-web-1", "rbx1-web-2")
 

@@ -19,7 +19,7 @@ from deploykit.services.base import state as base
 from deploykit.services.base.config import BaseHostConfig, FirewallRule, base_config
 from deploykit.services.contract import ConfigContext
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "base"
 
 

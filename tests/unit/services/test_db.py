@@ -18,7 +18,7 @@ from deploykit.services.contract import ConfigContext
 from deploykit.services.db import state as db
 from deploykit.services.db.config import DbHostConfig, db_config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "db"
 SECRETS = ("db-superuser-password", "db-replication-password", "db-app-password", "patroni-rest-password")
 

@@ -21,7 +21,7 @@ from deploykit.services.app import state as app
 from deploykit.services.app.config import BUNDLED_APP, AppHostConfig, AppSourceError, app_config, parse_procfile
 from deploykit.services.contract import ConfigContext
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "app"
 PINNED_RELEASE = "0123456789ab"
 

@@ -19,7 +19,7 @@ from deploykit.services.cache import state as cache
 from deploykit.services.cache.config import CacheHostConfig, cache_config
 from deploykit.services.contract import ConfigContext
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "cache"
 CACHE_HOSTS = ("ams1-data-1", "fra1-data-1", "rbx1-data-1")
 
