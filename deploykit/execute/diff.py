@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from deploykit.execute.probe import HostFacts, ProbeSpec, sha256
-from deploykit.plan.desired import Directory, ManagedFile, RoleState, Service, Wait
+from deploykit.plan.desired import Directory, ManagedFile, RoleState, Unit, Wait
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def _service_changes(state: RoleState, files: tuple[FileChange, ...], facts: Hos
     return tuple(out)
 
 
-def _service_actions(svc: Service, fact: tuple[str, str], notified: bool) -> tuple[str, ...]:
+def _service_actions(svc: Unit, fact: tuple[str, str], notified: bool) -> tuple[str, ...]:
     enabled, active = fact
     acts: list[str] = []
     if enabled == "masked":

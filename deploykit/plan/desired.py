@@ -24,7 +24,7 @@ class ManagedFile:
     # when it is absent or when the seed itself changed (tracked by a sidecar hash), never to undo the
     # service's own edits (e.g. a failover's new `replicaof`).
     seed: bool = False
-    # Services to restart (or reload, see Service.reload) when this file changes.
+    # Units to restart (or reload, see Unit.reload) when this file changes.
     notify: tuple[str, ...] = ()
     # Shell command run once after a changed file is in place, before notified services restart
     # (e.g. load sysctls, `systemctl daemon-reload` is automatic for files under /etc/systemd).
@@ -40,7 +40,9 @@ class Directory:
 
 
 @dataclass(frozen=True, slots=True)
-class Service:
+class Unit:
+    """A systemd unit a role wants enabled/running (not to be confused with a deploykit service)."""
+
     name: str  # systemd unit, e.g. "etcd" or "patroni"
     enabled: bool = True
     running: bool = True
@@ -62,7 +64,7 @@ class RoleState:
     packages: tuple[str, ...] = ()
     directories: tuple[Directory, ...] = ()
     files: tuple[ManagedFile, ...] = ()
-    services: tuple[Service, ...] = ()
+    services: tuple[Unit, ...] = ()
     masked: tuple[str, ...] = ()  # units that must not run (e.g. Debian's default postgresql cluster)
     waits: tuple[Wait, ...] = field(default_factory=tuple)
     # Run on ONE host of the role per deploy that changes it, after its files are in place and before its

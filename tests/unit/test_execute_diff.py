@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from deploykit.execute.diff import diff_host, probe_spec
 from deploykit.execute.probe import FileFact, HostFacts, sha256
-from deploykit.plan.desired import Directory, ManagedFile, RoleState, Service, Wait
+from deploykit.plan.desired import Directory, ManagedFile, RoleState, Unit, Wait
 from deploykit.secret import Redactor, Secret
 
 CONF = ManagedFile("/etc/etcd.conf", "name=a\nport=1\n", notify=("etcd",))
 STATE = RoleState("etcd", packages=("etcd-server",), directories=(Directory("/var/lib/etcd", "0700", "etcd", "etcd"),),
-                  files=(CONF,), services=(Service("etcd"),), masked=("etcd-default",),
+                  files=(CONF,), services=(Unit("etcd"),), masked=("etcd-default",),
                   waits=(Wait("healthy", "etcdctl endpoint health"),))
 
 
@@ -57,7 +57,7 @@ def test_changed_file_restarts_its_running_service_and_shows_a_diff():
 
 def test_reload_instead_of_restart_when_the_service_says_so():
     state = RoleState("lb", files=(ManagedFile("/etc/haproxy.cfg", "new", notify=("haproxy",)),),
-                      services=(Service("haproxy", reload=True),))
+                      services=(Unit("haproxy", reload=True),))
     f = HostFacts(files={"/etc/haproxy.cfg": FileFact(0o644, "root", "root", b"old")},
                   seeds={"/etc/haproxy.cfg": None}, units={"haproxy": ("enabled", "active")})
     rc = diff_host("h", [state], f, ident).roles[0]
@@ -76,7 +76,7 @@ def test_masked_service_is_unmasked_enabled_and_started():
 
 
 def test_service_that_must_not_run_is_stopped_and_disabled():
-    state = RoleState("x", services=(Service("postgresql", enabled=False, running=False),))
+    state = RoleState("x", services=(Unit("postgresql", enabled=False, running=False),))
     f = HostFacts(units={"postgresql": ("enabled", "active")})
     assert diff_host("h", [state], f, ident).roles[0].services[0].actions == ("disable", "stop")
 
@@ -115,8 +115,8 @@ def test_a_package_shared_by_two_roles_is_installed_once():
 
 
 def test_probe_spec_deduplicates_across_roles():
-    a = RoleState("a", packages=("curl",), services=(Service("x"),))
-    b = RoleState("b", packages=("curl",), services=(Service("x"),), masked=("y",))
+    a = RoleState("a", packages=("curl",), services=(Unit("x"),))
+    b = RoleState("b", packages=("curl",), services=(Unit("x"),), masked=("y",))
     spec = probe_spec([a, b])
     assert spec.packages == ("curl",) and spec.units == ("x", "y")
 

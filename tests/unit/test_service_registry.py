@@ -18,8 +18,7 @@ from deploykit.apply.phases import desired_states
 from deploykit.apply.runner import apply_plan
 from deploykit.inventory import Host, Inventory, check_inventory, load_inventory
 from deploykit.plan import analyse_resilience, plan_placement
-from deploykit.plan.desired import ManagedFile, RoleState
-from deploykit.plan.desired import Service as Unit
+from deploykit.plan.desired import ManagedFile, RoleState, Unit
 from deploykit.plan.placement import HostGroup, host_group
 from deploykit.plan.verdict import Status, Verdict
 from deploykit.secret import Secret

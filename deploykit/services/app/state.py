@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from deploykit.plan.desired import Directory, ManagedFile, RoleState, Service, Wait
+from deploykit.plan.desired import Directory, ManagedFile, RoleState, Unit, Wait
 from deploykit.secret import Secret
 from deploykit.services.app.config import AppHostConfig
 from deploykit.services.render import render
@@ -79,7 +79,7 @@ def _state(role: str, cfg: AppHostConfig) -> RoleState:
                 f"{unit_dir}/{cfg.web_unit}.service", render("app/web.service.j2", cfg=cfg), notify=(cfg.web_unit,)
             )
         )
-        services.append(Service(cfg.web_unit))
+        services.append(Unit(cfg.web_unit))
         waits.append(Wait(f"{cfg.name} answers {cfg.health_url}", health_command(cfg), timeout_s=120))
         if cfg.release_command:
             files.append(
@@ -93,7 +93,7 @@ def _state(role: str, cfg: AppHostConfig) -> RoleState:
                 notify=(cfg.worker_unit,),
             )
         )
-        services.append(Service(cfg.worker_unit))
+        services.append(Unit(cfg.worker_unit))
         waits.append(
             Wait(f"{cfg.worker_unit} running", f"systemctl is-active --quiet {cfg.worker_unit}.service", timeout_s=60)
         )

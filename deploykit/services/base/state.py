@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from deploykit.plan.desired import ManagedFile, RoleState, Service
+from deploykit.plan.desired import ManagedFile, RoleState, Unit
 from deploykit.services.base.config import BaseHostConfig, Sysctl
 from deploykit.services.render import render
 
@@ -60,10 +60,10 @@ def desired(cfg: BaseHostConfig) -> RoleState:
         ManagedFile("/etc/hosts", render("base/hosts.j2", hosts_entries=cfg.hosts_entries, **ctx)),
     )
     services = (
-        Service("ssh", enabled=True, running=True, reload=True),
+        Unit("ssh", enabled=True, running=True, reload=True),
         # nftables.service is a oneshot with RemainAfterExit=yes: enabled loads /etc/nftables.conf at boot;
         # running=True means "active (exited)", i.e. the file was loaded. Never running=False: stopping the
         # unit runs its ExecStop, `nft flush ruleset`, which would remove the firewall.
-        Service("nftables", enabled=True, running=True),
+        Unit("nftables", enabled=True, running=True),
     )
     return RoleState(role="base", packages=PACKAGES, files=files, services=services)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 
-from deploykit.plan.desired import Directory, ManagedFile, RoleState, Service, Wait
+from deploykit.plan.desired import Directory, ManagedFile, RoleState, Unit, Wait
 from deploykit.services.cache.config import CacheHostConfig
 from deploykit.services.render import render
 
@@ -104,7 +104,7 @@ def desired(cfg: CacheHostConfig) -> RoleState:
         # Debian's own mode: Sentinel and CONFIG REWRITE create their temporary file next to the config.
         directories=(Directory("/etc/redis", mode="2770", owner="redis", group="redis"),),
         files=files,
-        services=(Service("redis-server"), Service("redis-sentinel")),
+        services=(Unit("redis-server"), Unit("redis-sentinel")),
         waits=(
             Wait("redis answers PING", f"{redis_cli(cfg.port, 'ping')} | grep -q PONG"),
             Wait(

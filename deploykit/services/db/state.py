@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deploykit.plan.desired import Directory, ManagedFile, RoleState, Service, Wait
+from deploykit.plan.desired import Directory, ManagedFile, RoleState, Unit, Wait
 from deploykit.services.db.config import PG_VERSION, DbHostConfig
 from deploykit.services.render import render
 
@@ -112,7 +112,7 @@ def desired(cfg: DbHostConfig) -> RoleState:
         packages=PACKAGES,
         directories=(Directory(f"/var/lib/postgresql/{PG_VERSION}", mode="0755", owner="postgres", group="postgres"),),
         files=files,
-        services=(Service("patroni", enabled=True, running=True, reload=True),),
+        services=(Unit("patroni", enabled=True, running=True, reload=True),),
         masked=(DEBIAN_CLUSTER,),
         waits=(
             # /health answers 200 once PostgreSQL runs here (primary or streaming standby); no auth for GET.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deploykit.plan.desired import Directory, ManagedFile, RoleState, Service, Wait
+from deploykit.plan.desired import Directory, ManagedFile, RoleState, Unit, Wait
 from deploykit.services.etcd.config import EtcdHostConfig
 from deploykit.services.render import render
 
@@ -20,6 +20,6 @@ def desired(cfg: EtcdHostConfig) -> RoleState:
         packages=PACKAGES,
         directories=(Directory(cfg.data_dir, mode="0700", owner="etcd", group="etcd"),),
         files=(ManagedFile("/etc/default/etcd", render("etcd/etcd.env.j2", cfg=cfg), notify=("etcd",)),),
-        services=(Service("etcd", enabled=True, running=True),),
+        services=(Unit("etcd", enabled=True, running=True),),
         waits=(Wait(f"etcd member {cfg.name} healthy", health_command(cfg), timeout_s=120),),
     )

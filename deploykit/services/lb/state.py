@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from deploykit.plan.desired import ManagedFile, RoleState, Service, Wait
+from deploykit.plan.desired import ManagedFile, RoleState, Unit, Wait
 from deploykit.secret import Secret
 from deploykit.services.lb.config import LbHostConfig, vrrp_auth_pass
 from deploykit.services.lb.traffic import ADMIN_SOCKET
@@ -80,7 +80,7 @@ def desired(cfg: LbHostConfig) -> RoleState:
                 KEEPALIVED_CONF, keepalived_conf, mode="0640", validate=KEEPALIVED_VALIDATE, notify=("keepalived",)
             ),
         ),
-        services=(Service("haproxy", reload=True), Service("keepalived", reload=True)),
+        services=(Unit("haproxy", reload=True), Unit("keepalived", reload=True)),
         waits=(
             # Unauthenticated on purpose: a 401 from the stats listener proves HAProxy serves, and no password
             # ends up in a command line.

@@ -15,7 +15,7 @@ import pytest
 
 from deploykit.inventory import Inventory, load_inventory
 from deploykit.plan import plan_placement
-from deploykit.plan.desired import Service
+from deploykit.plan.desired import Unit
 from deploykit.secret import Secret
 from deploykit.services.app import state as app
 from deploykit.services.app.config import BUNDLED_APP, AppHostConfig, AppSourceError, app_config, parse_procfile
@@ -200,7 +200,7 @@ def test_app_and_worker_host_state() -> None:
     state = app.desired_app(cfg)
     assert state.role == "app"
     assert state.packages == ("gunicorn", "python3-flask", "python3-psycopg2", "python3-redis", "curl")
-    assert state.services == (Service("chirp"), Service("chirp-worker"))
+    assert state.services == (Unit("chirp"), Unit("chirp-worker"))
     by_path = {f.path: f for f in state.files}
     env = by_path["/etc/chirp/chirp.env"]
     assert (env.mode, env.owner, env.group, env.notify) == ("0640", "root", "root", ("chirp", "chirp-worker"))
@@ -227,7 +227,7 @@ def test_worker_only_host(
     cfg = app_config(ctx, ctx.inv.host("fra1-bg-1"))
     assert (cfg.runs_web, cfg.web_command, cfg.release_command) == (False, None, None)
     state = app.desired_worker(cfg)
-    assert state.role == "worker" and state.services == (Service("chirp-worker"),)
+    assert state.role == "worker" and state.services == (Unit("chirp-worker"),)
     assert [f.path for f in state.files if "/systemd/" in f.path] == ["/etc/systemd/system/chirp-worker.service"]
     assert {f.notify for f in state.files if f.path.startswith("/opt/")} == {("chirp-worker",)}
     assert app.release_command(cfg) is None

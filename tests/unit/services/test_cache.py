@@ -13,7 +13,7 @@ import pytest
 
 from deploykit.inventory import Inventory, load_inventory
 from deploykit.plan import plan_placement
-from deploykit.plan.desired import ManagedFile, RoleState, Service
+from deploykit.plan.desired import ManagedFile, RoleState, Unit
 from deploykit.secret import Secret
 from deploykit.services.cache import state as cache
 from deploykit.services.cache.config import CacheHostConfig, cache_config
@@ -179,7 +179,7 @@ def test_notify_and_after_change() -> None:
     assert file(st, cache.STATIC_CONF).notify == ("redis-server",)
     assert file(st, cache.SENTINEL_CONF).notify == ("redis-sentinel",)
     assert file(st, cache.STATIC_CONF).after_change == cache.STRIP_REWRITE_COPIES
-    assert st.services == (Service("redis-server"), Service("redis-sentinel"))
+    assert st.services == (Unit("redis-server"), Unit("redis-sentinel"))
     assert st.packages == ("redis-server", "redis-sentinel", "redis-tools")
     assert [(d.path, d.mode, d.owner) for d in st.directories] == [("/etc/redis", "2770", "redis")]
 

@@ -12,7 +12,7 @@ import pytest
 
 from deploykit.inventory import load_inventory
 from deploykit.plan import plan_placement
-from deploykit.plan.desired import Directory, Service
+from deploykit.plan.desired import Directory, Unit
 from deploykit.secret import Secret
 from deploykit.services.contract import ConfigContext
 from deploykit.services.etcd import state as etcd
@@ -62,7 +62,7 @@ def test_state() -> None:
     assert state.packages == ("etcd-server", "etcd-client")
     assert state.directories == (Directory("/var/lib/etcd/chirp-lab-etcd", "0700", "etcd", "etcd"),)
     assert [(f.path, f.notify) for f in state.files] == [("/etc/default/etcd", ("etcd",))]
-    assert state.services == (Service("etcd", enabled=True, running=True),)
+    assert state.services == (Unit("etcd", enabled=True, running=True),)
     assert [w.command for w in state.waits] == [
         "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=5s endpoint health"
     ]

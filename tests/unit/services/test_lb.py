@@ -16,7 +16,7 @@ import pytest
 
 from deploykit.inventory import Inventory, load_inventory
 from deploykit.plan import plan_placement
-from deploykit.plan.desired import ManagedFile, RoleState, Service
+from deploykit.plan.desired import ManagedFile, RoleState, Unit
 from deploykit.secret import Secret
 from deploykit.services.contract import ConfigContext
 from deploykit.services.lb import state as lb
@@ -259,7 +259,7 @@ def test_validate_notify_and_services() -> None:
     assert (haproxy_cfg.notify, keepalived_conf.notify) == (("haproxy",), ("keepalived",))
     assert (haproxy_cfg.mode, haproxy_cfg.group, keepalived_conf.mode) == ("0640", "haproxy", "0640")
     assert not haproxy_cfg.seed and not keepalived_conf.seed
-    assert st.services == (Service("haproxy", reload=True), Service("keepalived", reload=True))
+    assert st.services == (Unit("haproxy", reload=True), Unit("keepalived", reload=True))
     assert st.packages == ("haproxy", "keepalived", "curl", "socat")
 
 
