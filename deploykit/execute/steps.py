@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from deploykit.execute.diff import RoleChanges
 from deploykit.execute.probe import SEED_DIR, seed_marker, sha256
+from deploykit.plan.desired import ManagedFile
 
 CANDIDATE_SUFFIX = ".deploykit-new"
 
@@ -47,20 +48,63 @@ class HostOutcome:
     attempted: bool = True
 
 
-def install_packages(packages: tuple[str, ...]) -> str:
-    pkgs = " ".join(shlex.quote(p) for p in packages)
-    return (
-        "export DEBIAN_FRONTEND=noninteractive; "
-        "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d; "
-        "apt-get update -qq && "
-        f"apt-get install -y -qq --no-install-recommends {pkgs}; rc=$?; "
-        "rm -f /usr/sbin/policy-rc.d; exit $rc"
-    )
+POLICY_RC = "/usr/sbin/policy-rc.d"
+APT_STAMP = "/var/lib/deploykit/apt-updated"  # touched after each successful `apt-get update`
+APT_LISTS_MAX_AGE_MIN = 60  # package lists younger than this (and than the apt sources) are not fetched again
+APT_LOCK_WAIT_S = 600  # a provider's unattended-upgrades may hold apt's locks for minutes on a fresh server
+
+# A server fresh from a provider: its package lists may be missing or stale, apt's locks may be held by
+# unattended-upgrades (wait for them, never fail at once), mirrors fail transiently (apt retries), and packages
+# must not start their services before deploykit configured them (policy-rc.d answers "not now" meanwhile).
+# On failure the last lines apt itself wrote (its `E:`/`Err:` lines) are what the host reports.
+INSTALL_SCRIPT = """\
+export DEBIAN_FRONTEND=noninteractive LC_ALL=C
+policy={policy}; stamp={stamp}; log=$(mktemp)
+apt_get() {{
+  deadline=$(( $(date +%s) + {lock_wait} ))
+  until apt-get -o DPkg::Lock::Timeout=60 -o Acquire::Retries=3 "$@" >"$log" 2>&1; do
+    rc=$?
+    grep -q 'Could not get lock' "$log" || return $rc
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "deploykit: gave up after {lock_wait} s waiting for apt's lock, held by another apt" >>"$log"
+      return $rc
+    fi
+    sleep {lock_retry}
+  done
+}}
+update() {{ apt_get update -qq && mkdir -p "$(dirname "$stamp")" && touch "$stamp"; }}
+printf '#!/bin/sh\\nexit 101\\n' > "$policy" && chmod 755 "$policy"
+if [ -z "$(find "$stamp" -mmin -{max_age} -newer /etc/apt/sources.list.d 2>/dev/null)" ]; then update; fi &&
+  {{ apt_get install -y -qq --no-install-recommends {packages} ||
+     {{ update && apt_get install -y -qq --no-install-recommends {packages}; }}; }}
+rc=$?
+rm -f "$policy"
+if [ $rc -ne 0 ]; then
+  grep -E '^(E:|Err:|deploykit:)' "$log" | tail -3 >&2 || tail -3 "$log" >&2
+fi
+rm -f "$log"
+exit $rc"""
+
+
+def install_packages(packages: tuple[str, ...], *, policy_rc: str = POLICY_RC, stamp: str = APT_STAMP,
+                     lock_wait_s: int = APT_LOCK_WAIT_S, lock_retry_s: int = 5) -> str:
+    """The command that installs `packages` (the paths and the wait are parameters for the tests only).
+
+    The package lists are fetched when older than APT_LISTS_MAX_AGE_MIN or than the apt sources, and once more
+    when an install fails with lists that were thought fresh (a mirror that moved on)."""
+    return INSTALL_SCRIPT.format(policy=shlex.quote(policy_rc), stamp=shlex.quote(stamp), lock_wait=lock_wait_s,
+                                 lock_retry=lock_retry_s,
+                                 max_age=APT_LISTS_MAX_AGE_MIN, packages=" ".join(shlex.quote(p) for p in packages))
 
 
 def role_steps(changes: RoleChanges, *, run_once: bool = False) -> list[Step]:
     q = shlex.quote
     steps: list[Step] = []
+    # Files that must be in place before the packages are installed (e.g. postgresql-common's createcluster.d,
+    # so that installing postgresql-15 never creates Debian's default cluster).
+    for change in changes.files:
+        if change.file.before_install and change.content_changes:
+            steps += _install_file_steps(change.file)
     if changes.packages:
         steps.append(Shell(f"install {', '.join(changes.packages)}", install_packages(changes.packages)))
     for unit in changes.masks:
@@ -75,13 +119,8 @@ def role_steps(changes: RoleChanges, *, run_once: bool = False) -> list[Step]:
             steps.append(Shell(f"mode/owner of {f.path}",
                                f"chown {q(f.owner)}:{q(f.group)} {q(f.path)} && chmod {f.mode} {q(f.path)}"))
             continue
-        candidate = f.path + CANDIDATE_SUFFIX
-        steps.append(Upload(f"upload {f.path}", candidate, f.content, f.mode, f.owner, f.group))
-        steps.append(Shell(f"check and install {f.path}", install_file(f.path, f.validate)))
-        if f.seed:
-            marker = seed_marker(f.path)
-            steps.append(Shell(f"record seed of {f.path}",
-                               f"mkdir -p {SEED_DIR} && echo {sha256(f.content)} > {q(marker)}"))
+        if not f.before_install:
+            steps += _install_file_steps(f)
         if f.path.startswith(("/etc/systemd/", "/lib/systemd/", "/usr/lib/systemd/")):
             reload_units = True
     for change in changes.files:
@@ -97,6 +136,16 @@ def role_steps(changes: RoleChanges, *, run_once: bool = False) -> list[Step]:
     if not changes.empty:
         for wait in changes.waits:
             steps.append(Shell(f"wait: {wait.description}", wait_command(wait.command, wait.timeout_s)))
+    return steps
+
+
+def _install_file_steps(f: ManagedFile) -> list[Step]:
+    """Upload beside the target, check, rename over the live file (and record a seed's hash)."""
+    steps: list[Step] = [Upload(f"upload {f.path}", f.path + CANDIDATE_SUFFIX, f.content, f.mode, f.owner, f.group),
+                         Shell(f"check and install {f.path}", install_file(f.path, f.validate))]
+    if f.seed:
+        steps.append(Shell(f"record seed of {f.path}",
+                           f"mkdir -p {SEED_DIR} && echo {sha256(f.content)} > {shlex.quote(seed_marker(f.path))}"))
     return steps
 
 

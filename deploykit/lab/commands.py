@@ -67,17 +67,21 @@ def lab() -> None:
 
 @lab.command("up")
 @click.argument("inventory", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def up(inventory: Path) -> None:
+@click.option("--bare", is_flag=True, default=None,
+              help="Servers as bare as a provider's fresh Debian (no service package installed); apt on them "
+                   "reaches only the lab's own package repository, built once on this machine.")
+def up(inventory: Path, bare: bool | None) -> None:
     """Start a server per host of INVENTORY (only what is missing); wait until every one answers SSH."""
-    the_lab = Lab.for_inventory(load_inventory(inventory))
+    the_lab = Lab.for_inventory(load_inventory(inventory), bare=bare)
     progress = ConsoleProgress()
     try:
         the_lab.up(progress)
     finally:
         progress.close()
     n = len(the_lab.layout.servers)
+    kind = " bare" if the_lab.state.bare else ""
     console.print(
-        f"lab [bold]{the_lab.name}[/]: {n} server(s) answer SSH after {time.monotonic() - progress.started:.1f} s"
+        f"lab [bold]{the_lab.name}[/]:{kind} {n} server(s) answer SSH after {time.monotonic() - progress.started:.1f} s"
         f" (known_hosts: {the_lab.state.known_hosts})"
     )
 

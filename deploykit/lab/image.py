@@ -14,6 +14,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from deploykit.lab.proc import run
@@ -23,12 +24,25 @@ SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 BOOTSTRAP_PACKAGES: tuple[str, ...] = ("systemd", "systemd-sysv", "dbus", "ca-certificates")
-PACKAGES: tuple[str, ...] = (
-    "systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "iputils-ping", "python3", "sudo",
-    "ca-certificates", "procps", "curl", "nftables", "haproxy", "keepalived", "postgresql-15",
-    "postgresql-client-15", "patroni", "python3-etcd", "etcd-server", "etcd-client", "redis-server", "redis-sentinel",
-    "redis-tools", "gunicorn", "python3-flask", "python3-psycopg2", "python3-redis", "python3-psycopg", "socat",
+# What a hosting provider's fresh Debian 12 holds (minbase + systemd + SSH + python3 + the network tools).
+PROVIDER_PACKAGES: tuple[str, ...] = (
+    "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "ca-certificates", "iproute2", "iputils-ping",
 )  # fmt: skip
+# What the end-to-end tests use on the servers beyond the services' own packages (psql, sudo, ping ...).
+LAB_TOOLS: tuple[str, ...] = (
+    *PROVIDER_PACKAGES, "sudo", "procps", "curl", "postgresql-client-15", "python3-psycopg",
+)  # fmt: skip
+
+
+def service_packages() -> tuple[str, ...]:
+    """Every Debian package a registered service installs (`Service.packages`): derived, never a second list."""
+    from deploykit.services import SERVICES
+
+    return tuple(sorted({p for s in SERVICES for p in s.packages}))
+
+
+# The preinstalled lab: every service's packages are in the image, so a first apply installs nothing.
+PACKAGES: tuple[str, ...] = tuple(dict.fromkeys((*LAB_TOOLS, *service_packages())))
 # Units the packages enable that must not run until a deploykit role configures them (or ever, offline).
 DISABLED_UNITS: tuple[str, ...] = (
     "haproxy.service", "keepalived.service", "postgresql.service", "patroni.service", "etcd.service",
@@ -38,6 +52,9 @@ DISABLED_UNITS: tuple[str, ...] = (
     "getty@tty1.service", "console-getty.service",
 )  # fmt: skip
 ENABLED_UNITS: tuple[str, ...] = ("systemd-networkd.service", "ssh.service")
+
+# Where a bare server finds the lab's package repository (bind-mounted read-only by `lab up --bare`).
+REPO_MOUNT = "/srv/deploykit-lab-repo"
 
 # Files written into the base (path -> content). {hash} is filled with the base's version.
 BASE_FILES: dict[str, str] = {
@@ -49,6 +66,11 @@ BASE_FILES: dict[str, str] = {
     "etc/machine-id": "",
     "etc/deploykit-lab-base": "{hash}\n",
 }
+# A bare server's apt sources: the lab's own repository only (lab servers have no route out).
+BARE_FILES: dict[str, str] = {
+    **BASE_FILES,
+    "etc/apt/sources.list.d/deploykit-lab.list": f"deb [trusted=yes] file:{REPO_MOUNT} ./\n",
+}
 # Only while building: no service starts inside the build chroot; no default PostgreSQL cluster.
 BUILD_FILES: dict[str, str] = {
     "usr/sbin/policy-rc.d": "#!/bin/sh\nexit 101\n",
@@ -59,6 +81,25 @@ REMOVED_AFTER_BUILD: tuple[str, ...] = (
     "var/cache/apt/archives/*.deb", "var/log/*.log", "etc/apt/sources.list",
 )  # fmt: skip
 
+
+@dataclass(frozen=True)
+class Recipe:
+    """What goes into one kind of base image."""
+
+    kind: str  # "full": every service package preinstalled; "bare": as a provider delivers a server
+    packages: tuple[str, ...]
+    base_files: dict[str, str]
+    build_files: dict[str, str]
+    removed: tuple[str, ...]
+
+
+FULL = Recipe("full", PACKAGES, BASE_FILES, BUILD_FILES, REMOVED_AFTER_BUILD)
+# Bare: nothing of the services, no build-time createcluster.d (deploykit's install path must handle it), and
+# apt pointing at the lab's repository only (the build's mirror sources are removed).
+BARE = Recipe("bare", PROVIDER_PACKAGES, BARE_FILES, {"usr/sbin/policy-rc.d": "#!/bin/sh\nexit 101\n"},
+              (*REMOVED_AFTER_BUILD, "etc/apt/sources.list.d/*.sources"))
+
+
 APT_ENV = ("env", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C.UTF-8", "PATH=/usr/sbin:/usr/bin:/sbin:/bin")
 
 
@@ -68,9 +109,9 @@ def debootstrap_argv(root: Path, mirror: str) -> list[str]:
     ]  # fmt: skip
 
 
-def apt_argvs(root: Path) -> list[list[str]]:
+def apt_argvs(root: Path, recipe: Recipe = FULL) -> list[list[str]]:
     apt = ["chroot", str(root), *APT_ENV, "apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confold"]
-    return [[*apt, "update"], [*apt, "install", "--no-install-recommends", *PACKAGES], [*apt, "clean"]]
+    return [[*apt, "update"], [*apt, "install", "--no-install-recommends", *recipe.packages], [*apt, "clean"]]
 
 
 def systemctl_argvs(root: Path, present: Callable[[str], bool]) -> list[list[str]]:
@@ -82,24 +123,25 @@ def systemctl_argvs(root: Path, present: Callable[[str], bool]) -> list[list[str
     return argvs
 
 
-def recipe_hash() -> str:
+def recipe_hash(recipe: Recipe = FULL) -> str:
     """Version of the base: changes with the package lists, units, files and commands of the recipe."""
-    recipe = {
+    data = {
         "suite": SUITE,
         "debootstrap": debootstrap_argv(Path("ROOT"), "MIRROR"),
-        "apt": apt_argvs(Path("ROOT")),
-        "packages": PACKAGES,
+        "apt": apt_argvs(Path("ROOT"), recipe),
+        "packages": recipe.packages,
         "disabled": DISABLED_UNITS,
         "enabled": ENABLED_UNITS,
-        "files": BASE_FILES,
-        "build_files": BUILD_FILES,
-        "removed": REMOVED_AFTER_BUILD,
+        "files": recipe.base_files,
+        "build_files": recipe.build_files,
+        "removed": recipe.removed,
     }
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def base_path(cache: Path = CACHE_DIR) -> Path:
-    return cache / f"base-{SUITE}-{recipe_hash()}"
+def base_path(cache: Path = CACHE_DIR, recipe: Recipe = FULL) -> Path:
+    prefix = "base" if recipe.kind == FULL.kind else f"base-{recipe.kind}"
+    return cache / f"{prefix}-{SUITE}-{recipe_hash(recipe)}"
 
 
 def mirror_from_sources(text: str, *, deb822: bool) -> str | None:
@@ -133,9 +175,9 @@ def host_mirror(etc: Path = Path("/etc/apt")) -> str:
     return DEFAULT_MIRROR
 
 
-def ensure_base(report: Callable[[str], None] = print, cache: Path = CACHE_DIR) -> Path:
+def ensure_base(report: Callable[[str], None] = print, cache: Path = CACHE_DIR, recipe: Recipe = FULL) -> Path:
     """The base directory, built first if this recipe has none cached yet."""
-    final = base_path(cache)
+    final = base_path(cache, recipe)
     if (final / "etc/deploykit-lab-base").is_file():
         return final
     cache.mkdir(parents=True, exist_ok=True)
@@ -144,9 +186,9 @@ def ensure_base(report: Callable[[str], None] = print, cache: Path = CACHE_DIR) 
     tmp = cache / f".build-{final.name}-{os.getpid()}"
     started = time.monotonic()
     mirror = host_mirror()
-    report(f"building the lab's base image {final.name} from {mirror} (once; a few minutes)")
+    report(f"building the lab's {recipe.kind} base image {final.name} from {mirror} (once; a few minutes)")
     try:
-        _build(tmp, mirror, report)
+        _build(tmp, mirror, report, recipe)
         os.rename(tmp, final)
     except BaseException:
         _remove_tree(tmp)
@@ -155,10 +197,10 @@ def ensure_base(report: Callable[[str], None] = print, cache: Path = CACHE_DIR) 
     return final
 
 
-def _build(root: Path, mirror: str, report: Callable[[str], None]) -> None:
+def _build(root: Path, mirror: str, report: Callable[[str], None], recipe: Recipe = FULL) -> None:
     report("debootstrap ...")
     run(debootstrap_argv(root, mirror))
-    for rel, content in BUILD_FILES.items():
+    for rel, content in recipe.build_files.items():
         _write(root / rel, content, mode=0o755 if rel.startswith("usr/sbin") else 0o644)
     shutil.copy2("/etc/resolv.conf", root / "etc/resolv.conf")
     sources = Path("/etc/apt/sources.list.d")
@@ -170,19 +212,19 @@ def _build(root: Path, mirror: str, report: Callable[[str], None]) -> None:
     proc = root / "proc"
     run(["mount", "-t", "proc", "proc", str(proc)])
     try:
-        for argv in apt_argvs(root):
+        for argv in apt_argvs(root, recipe):
             report(f"apt-get {argv[len(APT_ENV) + 7]} ...")
             run(argv)
     finally:
         run(["umount", "-l", str(proc)], check=False)
     for argv in systemctl_argvs(root, lambda unit: _unit_present(root, unit)):
         run(argv)
-    for pattern in REMOVED_AFTER_BUILD:
+    for pattern in recipe.removed:
         for path in root.glob(pattern):
             if not path.is_dir():
                 path.unlink()
-    for rel, content in BASE_FILES.items():
-        _write(root / rel, content.replace("{hash}", recipe_hash()))
+    for rel, content in recipe.base_files.items():
+        _write(root / rel, content.replace("{hash}", recipe_hash(recipe)))
 
 
 def _unit_present(root: Path, unit: str) -> bool:

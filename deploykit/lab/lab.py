@@ -18,7 +18,7 @@ from pathlib import Path
 
 from deploykit.errors import LabError
 from deploykit.inventory.model import Inventory
-from deploykit.lab import image, network
+from deploykit.lab import image, network, repository
 from deploykit.lab.firewall import PartitionRules, table_name
 from deploykit.lab.keys import ensure_client_key, known_hosts_line, make_host_key, write_known_hosts
 from deploykit.lab.layout import LAB_RANGE, Layout, Server, plan_layout
@@ -57,10 +57,20 @@ class Lab:
 
     # finding a lab ----------------------------------------------------------------------------------------
     @classmethod
-    def for_inventory(cls, inv: Inventory) -> Lab:
-        """The lab for an inventory: the running one's state, brought up to date with the inventory."""
+    def for_inventory(cls, inv: Inventory, *, bare: bool | None = None) -> Lab:
+        """The lab for an inventory: the running one's state, brought up to date with the inventory.
+
+        `bare`: servers as bare as a provider's fresh Debian, installing every package from the lab's own
+        repository (None: as the running lab is, else preinstalled). A lab does not change kind while it
+        exists: its servers' disks are overlays of one base."""
         layout = plan_layout(inv)
         previous = load_state(inv.name)
+        if previous is not None and bare is not None and previous.bare != bare:
+            kind = "bare" if previous.bare else "preinstalled"
+            raise LabError(f"lab {inv.name} exists and is {kind}; remove it first (deploykit lab down -i {inv.path})"
+                           f" to start it {'bare' if bare else 'preinstalled'}")
+        is_bare = previous.bare if previous is not None else bool(bare)
+        recipe = image.BARE if is_bare else image.FULL
         state = LabState(
             layout=layout,
             inventory=inv.path,
@@ -68,8 +78,10 @@ class Lab:
             known_hosts=inv.ssh.known_hosts,
             ssh_port=inv.ssh.port,
             domain=inv.domain,
-            base=previous.base if previous else image.base_path(),
+            base=previous.base if previous else image.base_path(recipe=recipe),
             partitions=list(previous.partitions) if previous else [],
+            bare=is_bare,
+            repo=previous.repo if previous else None,
         )
         lab = cls(state)
         lab._previous = previous
@@ -101,7 +113,8 @@ class Lab:
         return self.state.lab
 
     def machine(self, server: Server) -> Machine:
-        return Machine(self.name, server, self.state.server_dir(server.name))
+        binds = ((self.state.repo, image.REPO_MOUNT),) if self.state.repo is not None else ()
+        return Machine(self.name, server, self.state.server_dir(server.name), binds)
 
     def machines(self, names: Iterable[str] | None = None) -> list[Machine]:
         servers = self.layout.servers if names is None else [self.layout.server(n) for n in names]
@@ -115,7 +128,11 @@ class Lab:
         self._refuse_overlap()
         if self._previous is not None:
             self._drop_removed(self._previous, progress)
-        self.state.base = image.ensure_base(progress.step)
+        if self.state.bare:
+            self.state.base = image.ensure_base(progress.step, recipe=image.BARE)
+            self.state.repo = repository.ensure_repo(progress.step)
+        else:
+            self.state.base = image.ensure_base(progress.step)
         progress.step("network segments and rules")
         self.state.save()  # from here on, `lab down` finds everything made
         network.raise_sysctls()
@@ -339,7 +356,7 @@ class Lab:
             run_rm.rmdir()
         remove_state(self.name)
         if purge:
-            for path in image.purge():
+            for path in [*image.purge(), *repository.purge()]:
                 progress.step(f"removed cached base {path}")
 
     def remains(self) -> list[str]:

@@ -39,11 +39,13 @@ def cgroup_dirs(lab: str, name: str, root: Path = CGROUP_ROOT) -> list[Path]:
     return [h / f"deploykit-lab-{lab}" / name for h in cgroup_hierarchies(root)]
 
 
-def nspawn_argv(server: Server, root: Path) -> list[str]:
+def nspawn_argv(server: Server, root: Path, binds: tuple[tuple[Path, str], ...] = ()) -> list[str]:
+    """`binds`: (directory on this machine, path in the server) mounted read-only (the bare lab's repository)."""
     return [
         "systemd-nspawn", "--boot", "--register=no", "--keep-unit", f"--machine={server.name}",
         f"--directory={root}", f"--network-bridge={server.segment.bridge}", "--resolv-conf=off",
         "--timezone=off", "--link-journal=no", "--console=read-only",
+        *(f"--bind-ro={src}:{dst}" for src, dst in binds),
     ]  # fmt: skip
 
 
@@ -63,8 +65,9 @@ def network_unit(server: Server) -> str:
 class Machine:
     """A lab server's files and processes on this machine."""
 
-    def __init__(self, lab: str, server: Server, directory: Path) -> None:
+    def __init__(self, lab: str, server: Server, directory: Path, binds: tuple[tuple[Path, str], ...] = ()) -> None:
         self.lab = lab
+        self.binds = binds
         self.server = server
         self.directory = directory
         self.upper = directory / "upper"
@@ -193,7 +196,7 @@ class Machine:
             c.mkdir(parents=True, exist_ok=True)
         with open(self.console_log, "ab") as log:
             proc = subprocess.Popen(
-                supervisor_argv(self.cgroups, nspawn_argv(self.server, self.root)),
+                supervisor_argv(self.cgroups, nspawn_argv(self.server, self.root, self.binds)),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         self.supervisor_pid_file.write_text(str(proc.pid))

@@ -38,6 +38,9 @@ class LabState:
     domain: str
     base: Path
     partitions: list[Partition] = field(default_factory=list)
+    # A bare lab: servers as a provider delivers them, apt pointing at the lab's own repository (`repo`).
+    bare: bool = False
+    repo: Path | None = None
 
     @property
     def lab(self) -> str:
@@ -65,6 +68,8 @@ class LabState:
             "ssh_port": self.ssh_port,
             "domain": self.domain,
             "base": str(self.base),
+            "bare": self.bare,
+            "repo": str(self.repo) if self.repo else None,
             "segments": [
                 {"site": s.site, "provider": s.provider, "network": str(s.network)} for s in self.layout.segments
             ],
@@ -99,6 +104,8 @@ class LabState:
             ssh_port=int(data["ssh_port"]),
             domain=data.get("domain", ""),
             base=Path(data["base"]),
+            bare=bool(data.get("bare", False)),
+            repo=Path(data["repo"]) if data.get("repo") else None,
             partitions=[
                 Partition(target=p["target"], servers=tuple(p["servers"]), keep_controller=p["keep_controller"])
                 for p in data.get("partitions", [])

@@ -29,6 +29,9 @@ class ManagedFile:
     # Shell command run once after a changed file is in place, before notified services restart
     # (e.g. load sysctls, `systemctl daemon-reload` is automatic for files under /etc/systemd).
     after_change: str | None = None
+    # Written before the role's packages are installed (and before its after-change commands): a file a
+    # package's own install reads, e.g. createcluster.d for postgresql-15. Its directory is created if needed.
+    before_install: bool = False
 
 
 @dataclass(frozen=True, slots=True)

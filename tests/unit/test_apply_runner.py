@@ -142,7 +142,7 @@ def test_every_step_of_the_plan_is_sent_once_in_phase_order(lab: Lab) -> None:
         sent = [s for c in fake.calls if c.kind == "change" and host in c.steps for s in c.steps[host]]
         assert sent == expected
     base = fake.in_phase("base")[0].descriptions("fra1-data-1")
-    assert base[0] == "install nftables, openssh-server, procps"
+    assert base[0] == "install nftables, netbase, openssh-server, procps"
     assert base.index("upload /etc/nftables.conf") + 1 == base.index("check and install /etc/nftables.conf")
 
 
@@ -274,7 +274,8 @@ def test_a_host_that_failed_a_phase_gets_no_later_phase(lab: Lab) -> None:
     assert fake.briefs()[1:3] == [("etcd", "change", ("ams1-data-1", "fra1-data-1")),
                                   ("db", "change", ("ams1-data-1", "fra1-data-1"))]
     assert [c.phase for c in fake.calls if "rbx1-data-1" in c.steps] == ["base"]
-    assert recap(result)["rbx1-data-1"] == ("failed", f"[base] install nftables, openssh-server, procps: {ERROR}")
+    assert recap(result)["rbx1-data-1"] == (
+        "failed", f"[base] install nftables, netbase, openssh-server, procps: {ERROR}")
 
 
 def test_hosts_of_phases_that_never_ran_are_reported_skipped(lab: Lab) -> None:

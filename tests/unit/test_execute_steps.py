@@ -5,13 +5,29 @@ from deploykit.execute.steps import Shell, Upload, install_file, install_package
 from deploykit.plan.desired import Directory, ManagedFile, Wait
 
 
+def test_a_before_install_file_is_in_place_before_the_packages():
+    """createcluster.d must exist before postgresql-15 is installed, or its install makes Debian's cluster."""
+    pre = ManagedFile("/etc/postgresql-common/createcluster.d/60-deploykit.conf", "create_main_cluster = false\n",
+                      before_install=True, after_change="drop it")
+    conf = ManagedFile("/etc/patroni/config.yml", "x: 1\n")
+    rc = RoleChanges("db", packages=("postgresql-15",), files=(FileChange(conf, "create", ""),
+                                                               FileChange(pre, "create", "")))
+    assert [s.description for s in role_steps(rc)] == [
+        "upload /etc/postgresql-common/createcluster.d/60-deploykit.conf",
+        "check and install /etc/postgresql-common/createcluster.d/60-deploykit.conf",
+        "install postgresql-15",
+        "upload /etc/patroni/config.yml", "check and install /etc/patroni/config.yml",
+        "apply /etc/postgresql-common/createcluster.d/60-deploykit.conf",
+    ]
+
+
 def test_install_packages_keeps_services_from_starting_and_cleans_up():
-    assert install_packages(("etcd-server", "etcd-client")) == (
-        "export DEBIAN_FRONTEND=noninteractive; "
-        "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d; "
-        "apt-get update -qq && apt-get install -y -qq --no-install-recommends etcd-server etcd-client; rc=$?; "
-        "rm -f /usr/sbin/policy-rc.d; exit $rc"
-    )
+    cmd = install_packages(("etcd-server", "etcd-client"))
+    assert "policy=/usr/sbin/policy-rc.d; stamp=/var/lib/deploykit/apt-updated;" in cmd
+    assert "apt_get install -y -qq --no-install-recommends etcd-server etcd-client ||" in cmd
+    assert cmd.endswith('rm -f "$policy"\nif [ $rc -ne 0 ]; then\n'
+                        "  grep -E '^(E:|Err:|deploykit:)' \"$log\" | tail -3 >&2 || tail -3 \"$log\" >&2\nfi\n"
+                        'rm -f "$log"\nexit $rc')
 
 
 def test_install_file_without_check_is_an_atomic_rename():

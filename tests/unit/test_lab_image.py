@@ -25,8 +25,26 @@ def test_apt_installs_every_package_without_recommends() -> None:
 def test_base_name_changes_with_the_package_list(monkeypatch: pytest.MonkeyPatch) -> None:
     before = image.base_path(Path("/c"))
     assert before.parent == Path("/c") and before.name.startswith("base-bookworm-")
-    monkeypatch.setattr(image, "PACKAGES", (*image.PACKAGES, "htop"))
-    assert image.base_path(Path("/c")) != before
+    monkeypatch.setattr(image, "FULL", image.Recipe("full", (*image.PACKAGES, "htop"), image.BASE_FILES,
+                                                    image.BUILD_FILES, image.REMOVED_AFTER_BUILD))
+    assert image.base_path(Path("/c"), image.FULL) != before
+
+
+def test_the_full_image_holds_every_service_package_and_the_bare_one_none() -> None:
+    from deploykit.services import SERVICES
+
+    declared = {p for s in SERVICES for p in s.packages}
+    assert declared <= set(image.PACKAGES)
+    assert not declared & set(image.BARE.packages) - {"openssh-server"}  # sshd is how a provider's server is reached
+    assert image.base_path(Path("/c"), image.BARE).name.startswith("base-bare-bookworm-")
+    assert image.base_path(Path("/c"), image.BARE) != image.base_path(Path("/c"))
+
+
+def test_a_bare_servers_only_apt_source_is_the_labs_repository() -> None:
+    assert image.BARE.base_files["etc/apt/sources.list.d/deploykit-lab.list"] == (
+        "deb [trusted=yes] file:/srv/deploykit-lab-repo ./\n")
+    assert "etc/apt/sources.list.d/*.sources" in image.BARE.removed  # the build's mirror is gone
+    assert "etc/postgresql-common/createcluster.d/deploykit-lab.conf" not in image.BARE.build_files
 
 
 def test_systemctl_disables_only_present_units() -> None:

@@ -23,7 +23,9 @@ SSHD_VALIDATE = (
 )
 
 NFTABLES_CONF = "/etc/nftables.conf"
-PACKAGES = ("nftables", "openssh-server", "procps")
+# netbase: /etc/protocols, which nft reads for `ip protocol vrrp` and `meta l4proto ipv6-icmp` (a minimal
+# Debian may lack it: seen on the bare lab, where `nft -c` refused the ruleset)
+PACKAGES = ("nftables", "netbase", "openssh-server", "procps")
 
 
 def apply_sysctls(sysctls: tuple[Sysctl, ...]) -> str:

@@ -81,6 +81,8 @@ def desired(cfg: DbHostConfig) -> RoleState:
         ManagedFile(
             "/etc/postgresql-common/createcluster.d/60-deploykit.conf",
             render("db/createcluster.conf.j2"),
+            # in place before postgresql-15 is installed: its install then never creates Debian's cluster
+            before_install=True,
             after_change=drop_debian_cluster(),
         ),
         *watchdog_files(cfg),
