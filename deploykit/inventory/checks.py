@@ -21,6 +21,7 @@ from deploykit.inventory.model import (
     AppService,
     CacheService,
     DbService,
+    DnsService,
     EtcdService,
     Host,
     Inventory,
@@ -29,7 +30,7 @@ from deploykit.inventory.model import (
     Site,
     SshSettings,
 )
-from deploykit.inventory.names import name_problem
+from deploykit.inventory.names import LABEL, domain_problem, name_problem
 from deploykit.inventory.ranges import RangeError, check_range_addresses, expand_names
 from deploykit.inventory.shape import describe, validate_part
 from deploykit.inventory.spelling import check_one_spelling, fold, other_spelling
@@ -38,7 +39,6 @@ from deploykit.inventory.yamlsource import KeyPath, Source
 
 SUPPORTED_VERSION = 1
 _SITE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
-_DOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 _SSH_DEFAULTS = {"user": "root", "port": 22, "identity_file": "~/.ssh/id_ed25519", "known_hosts": "known_hosts"}
 
 
@@ -91,8 +91,8 @@ def build(src: Source, file: Path, roles: tuple[str, ...]) -> Inventory | None:
     levels = _check_levels(src, head.failure_domains if head else ["host"])
     if head is not None and (problem := name_problem(head.name)) is not None:
         src.error(("name",), problem)
-    if head is not None and not _DOMAIN.match(head.domain):
-        src.error(("domain",), f"'{head.domain}' is not a valid DNS name (lower-case, like chirp.example)")
+    if head is not None and (problem := domain_problem(head.domain)) is not None:
+        src.error(("domain",), problem)
 
     sites = _build_sites(src, data.get("sites"))
     entries = _expand_hosts(src, data.get("hosts"), sites, roles)
@@ -102,6 +102,7 @@ def build(src: Source, file: Path, roles: tuple[str, ...]) -> Inventory | None:
     hosts = _build_hosts(src, entries, sites, file, ssh_defaults, ssh, roles)
     svc = _build_services(services)
     _check_tiers(src, sites, entries, levels, roles)
+    _check_dns(src, sites, entries, roles, services, head.domain if head else None)
     _check_ports(src, svc, hosts, entries)
 
     if head is None or ssh is None or services is None or any(p.severity == "error" for p in src.problems):
@@ -122,7 +123,7 @@ def _or_empty(value: Any) -> Any:
 class _Head(schema._Spec):
     version: schema.StrictInt
     name: schema.Name
-    domain: schema.Name
+    domain: schema.Domain
     failure_domains: list[schema.StrictStr] = schema.Field(default_factory=lambda: ["host"])
 
 
@@ -357,6 +358,8 @@ def _build_services(spec: schema.ServicesSpec | None) -> Services:
         app=AppService(**spec.app.model_dump()), db=DbService(**spec.db.model_dump()),
         cache=CacheService(**spec.cache.model_dump()), etcd=EtcdService(**spec.etcd.model_dump()),
         lb=LbService(**spec.lb.model_dump()),
+        dns=DnsService(ttl=spec.dns.ttl, names=tuple(spec.dns.names), check_interval=spec.dns.check_interval,
+                       check_timeout=spec.dns.check_timeout),
     )
 
 
@@ -419,6 +422,75 @@ def _check_tiers(src: Source, sites: dict[str, Site | None], entries: list[_Entr
             src.warn(("sites", name), f"site '{name}' has no hosts")
 
 
+DNS_ROLE = "dns"
+# Labels under the domain that the dns role names itself: ns1, ns2 ... for its servers.
+_NS_LABEL = re.compile(r"^ns[0-9]+$")
+
+
+def _check_dns(src: Source, sites: dict[str, Site | None], entries: list[_Entry], roles: tuple[str, ...],
+               spec: schema.ServicesSpec | None, domain: str | None) -> None:
+    """The dns role: servers at two providers or more, something to answer with, and valid extra names.
+
+    Two providers imply two units of every failure-domain level (a provider holds its sites, racks and
+    hosts), so losing any one unit of any level leaves a dns server: the resilience proof's dns tier is then
+    down only if no site's entry survives, which the lb tier reports too.
+    """
+    if DNS_ROLE not in roles:
+        return
+    entry_of = {n: e for e in entries for n in e.names}
+    hosts = _members(entries, sites, roles)
+    dns = [h for h in hosts if h.has(DNS_ROLE)]
+    names = spec.dns.names if spec is not None else []
+    _check_dns_names(src, names, domain)
+    if not dns:
+        return
+    where: KeyPath = ("hosts", entry_of[dns[-1].name].key, "roles")
+    served = domain or "the domain"
+    provider_of = {n: s.provider for n, s in sites.items() if s is not None}
+    providers: dict[str, list[str]] = {}
+    for h in dns:
+        if h.site in provider_of:
+            providers.setdefault(fold(provider_of[h.site]), []).append(h.name)
+    if len(providers) == 1:
+        (hosts_at,) = providers.values()
+        provider = provider_of[next(h.site for h in dns if h.site in provider_of)]
+        if len(dns) == 1:
+            what = f"the dns role is on one host only ({dns[0].name}, at {provider})"
+        else:
+            what = f"every dns host is at provider '{provider}' ({', '.join(hosts_at)})"
+        src.error(where, f"{what}: losing {provider} would take {served} off the air; give the dns role to "
+                  "hosts at two or more providers (e.g. one host per provider)")
+    if not any(h.has("lb") for h in hosts):
+        src.error(where, f"the dns role answers {served} with the sites' entry addresses (each site's VIP), but "
+                  "no site has lb hosts; add lb hosts (and a vip) to the sites")
+    if domain is not None and "." not in domain and domain_problem(domain) is None:
+        src.error(("domain",), f"the dns role serves '{domain}' itself, but a registrar delegates only a name of "
+                  "two labels or more; use e.g. 'chirp.example'")
+
+
+def _check_dns_names(src: Source, names: list[str], domain: str | None) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        path: KeyPath = ("services", "dns", "names", i)
+        if not LABEL.match(name):
+            fix = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:63].strip("-")
+            src.error(path, f"'{name}' is not a DNS label: lower-case letters, digits and '-', at most 63, one label "
+                      f"under the domain{f' (e.g. {fix!r})' if LABEL.match(fix) else ''}")
+        elif name == "www":
+            src.warn(path, "'www' is always answered (with the apex); drop it here")
+        elif _NS_LABEL.match(name):
+            src.error(path, f"'{name}' names a dns server (ns1, ns2 ... are the NS records); pick another name")
+        elif name in seen:
+            src.warn(path, f"'{name}' is listed twice")
+        elif domain is not None and len(f"{name}.{domain}") > 253:
+            src.error(path, f"'{name}.{domain}' is longer than 253 characters")
+        seen.add(name)
+
+
+# Ports a role always listens on (not settings): another service's port setting must not take them.
+_FIXED_PORTS = {DNS_ROLE: {53: "DNS (always port 53)"}}
+
+
 def _check_ports(src: Source, svc: Services, hosts: list[Host], entries: list[_Entry]) -> None:
     """Two services of one host must not listen on the same port."""
     ports = {
@@ -436,6 +508,9 @@ def _check_ports(src: Source, svc: Services, hosts: list[Host], entries: list[_E
             continue
         seen_combos.add(h.roles)
         taken: dict[int, str] = {}
+        for role in h.roles:
+            for port, what in _FIXED_PORTS.get(role, {}).items():
+                taken.setdefault(port, what)
         for role in h.roles:
             for key, port in ports.get(role, {}).items():
                 if port in taken:

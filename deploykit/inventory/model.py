@@ -101,12 +101,21 @@ class LbService:
 
 
 @dataclass(frozen=True, slots=True)
+class DnsService:
+    ttl: int = 30  # seconds resolvers may keep an answer of the public names
+    names: tuple[str, ...] = ()  # public names besides the apex and www, as labels under the domain
+    check_interval: int = 2  # seconds between PowerDNS's health checks of the sites' entry addresses
+    check_timeout: int = 2  # seconds a health check may take before the address counts as down
+
+
+@dataclass(frozen=True, slots=True)
 class Services:
     app: AppService = field(default_factory=AppService)
     db: DbService = field(default_factory=DbService)
     cache: CacheService = field(default_factory=CacheService)
     etcd: EtcdService = field(default_factory=EtcdService)
     lb: LbService = field(default_factory=LbService)
+    dns: DnsService = field(default_factory=DnsService)
 
 
 @dataclass(frozen=True, slots=True)

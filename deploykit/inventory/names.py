@@ -1,4 +1,6 @@
-"""The deployment's `name`: a DNS-label-like slug, because it becomes part of paths and cluster names.
+"""The deployment's `name` and `domain`.
+
+`name` is a DNS-label-like slug, because it becomes part of paths and cluster names.
 
 It names the secrets file (`<inventory dir>/<name>.secrets`) and its key (`~/.config/deploykit/keys/<name>.key`),
 the etcd cluster token, the Redis master and the Patroni scope; a `/` or `..` in it would lead those paths
@@ -30,3 +32,51 @@ def slugify(text: str) -> str | None:
     slug = re.sub(r"[^a-z0-9]+", "-", plain)
     slug = re.sub(r"^[^a-z]+", "", slug)[:63].rstrip("-")
     return slug if NAME.match(slug) else None
+
+
+# The inventory's `domain`: the name the load balancers serve and the zone the dns role is authoritative for.
+LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+DOMAIN_MAX = 253  # characters of a name in its text form, without the final dot (RFC 1035's 255 octets)
+DOMAIN_RULE = "is not a valid DNS name (lower-case, like chirp.example)"
+
+
+def domain_problem(domain: str) -> str | None:
+    """Why `domain` cannot be the deployment's DNS name (with a suggested one), or None if it can."""
+    why = _domain_fault(domain)
+    if why is None:
+        return None
+    fix = suggest_domain(domain)
+    return f"'{domain}' {DOMAIN_RULE}: {why}" + (f"; e.g. '{fix}'" if fix and fix != domain else "")
+
+
+def _domain_fault(domain: str) -> str | None:
+    """What is wrong with `domain` (every fault, most basic first), or None."""
+    faults: list[str] = []
+    if domain.endswith("."):
+        faults.append("write it without the final '.'")
+        domain = domain[:-1]
+    bad = sorted({c for c in domain if not (c.isascii() and (c.isalnum() or c in "-."))})
+    if bad:
+        faults.append(f"{', '.join(repr(c) for c in bad)} not allowed (letters, digits, '-' and '.' only)")
+    if domain != domain.lower():
+        faults.append("use lower-case letters")
+    if len(domain) > DOMAIN_MAX:
+        faults.append(f"it has {len(domain)} characters, at most {DOMAIN_MAX} are allowed")
+    labels = domain.split(".")
+    if any(not label for label in labels):
+        faults.append("it has an empty label (two dots in a row, or a dot at the start)")
+    faults += [f"the label '{label[:16]}...' has {len(label)} characters, at most 63 are allowed"
+               for label in labels if len(label) > 63]
+    faults += [f"the label '{label}' starts or ends with '-'" for label in labels if label[:1] == "-" or
+               label[-1:] == "-"]
+    if not faults and labels[-1].isdigit():
+        faults.append("its last label is a number (an IP address is not a domain)")
+    return ", ".join(faults) if faults else None
+
+
+def suggest_domain(domain: str) -> str | None:
+    """The nearest valid domain (`Chirp_Test.` -> `chirp-test`), or None if nothing of it is usable."""
+    plain = unicodedata.normalize("NFKD", domain).encode("ascii", "ignore").decode().lower().rstrip(".")
+    labels = [re.sub(r"[^a-z0-9-]+", "-", label).strip("-")[:63].strip("-") for label in plain.split(".")]
+    fixed = ".".join(label for label in labels if label)
+    return fixed if fixed and _domain_fault(fixed) is None else None

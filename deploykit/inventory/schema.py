@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
 Name = Annotated[StrictStr, Field(min_length=1, max_length=63)]
+# A DNS name: at most 253 characters in all (each label's 63 and the syntax are checked in checks.py).
+Domain = Annotated[StrictStr, Field(min_length=1, max_length=253)]
 
 
 class _Spec(BaseModel):
@@ -88,6 +90,13 @@ class LbSpec(_Spec):
     check_interval_ms: Annotated[StrictInt, Field(ge=100, le=60_000)] = 1000
 
 
+class DnsSpec(_Spec):
+    ttl: Annotated[StrictInt, Field(ge=1, le=86_400)] = 30
+    names: list[StrictStr] = Field(default_factory=list)  # public names besides the apex and www (labels)
+    check_interval: Annotated[StrictInt, Field(ge=1, le=60)] = 2
+    check_timeout: Annotated[StrictInt, Field(ge=1, le=30)] = 2
+
+
 class ServicesSpec(_Spec):
     app: AppSpec = Field(default_factory=AppSpec)
     worker: WorkerSpec = Field(default_factory=lambda: WorkerSpec())
@@ -95,6 +104,7 @@ class ServicesSpec(_Spec):
     cache: CacheSpec = Field(default_factory=CacheSpec)
     etcd: EtcdSpec = Field(default_factory=EtcdSpec)
     lb: LbSpec = Field(default_factory=LbSpec)
+    dns: DnsSpec = Field(default_factory=DnsSpec)
 
 
 class TopSpec(_Spec):
@@ -102,7 +112,7 @@ class TopSpec(_Spec):
 
     version: StrictInt
     name: Name
-    domain: Name
+    domain: Domain
     failure_domains: list[StrictStr] = Field(default_factory=lambda: ["host"])
     ssh: SshSpec = Field(default_factory=SshSpec)
     sites: dict[StrictStr, object] = Field(default_factory=dict)

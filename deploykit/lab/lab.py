@@ -341,14 +341,19 @@ class Lab:
         progress = progress or Progress()
         check_machine(install=False)
         progress.step(f"removing {len(self.layout.servers)} server(s)")
+        # Another lab on this machine may use the same server or segment names (and so the same veth and bridge
+        # names): those links are its own, never removed here (e.g. a `down` after an `up` refused for overlap).
+        others = [st for n in existing_labs() if n != self.name and (st := load_state(n)) is not None]
+        foreign_servers = {s.name for st in others for s in st.layout.servers}
+        foreign_bridges = {seg.bridge for st in others for seg in st.layout.segments}
         with ThreadPoolExecutor(max_workers=16) as pool:
-            list(pool.map(lambda m: m.remove(), self.machines()))
+            list(pool.map(lambda m: m.remove(veth=m.server.name not in foreign_servers), self.machines()))
         for leftover in sorted((lab_dir(self.name) / "servers").glob("*")):  # servers no longer in the layout
             Machine(self.name, _orphan_server(leftover.name, self.layout), leftover).remove()
         progress.step("removing network segments and rules")
         network.remove_rules(self.name)
         last = set(existing_labs()) <= {self.name}
-        network.remove_segments(self.layout.segments, last_lab=last)
+        network.remove_segments([s for s in self.layout.segments if s.bridge not in foreign_bridges], last_lab=last)
         if last:
             network.restore_sysctls()
         run_rm = lab_dir(self.name) / "servers"

@@ -229,8 +229,9 @@ class Machine:
         if self.pids():
             raise LabError(f"{self.server.name}: processes left in {self.cgroups[0]} after SIGKILL")
 
-    def remove(self) -> None:
-        """Stop the server and remove its mount, cgroups and files."""
+    def remove(self, *, veth: bool = True) -> None:
+        """Stop the server and remove its mount, cgroups and files (and its stale host-side veth, unless
+        `veth` is False: another lab's server of the same name owns that link)."""
         self.stop()
         if self.is_mounted():
             run(["umount", str(self.root)])
@@ -239,7 +240,8 @@ class Machine:
         for top in self.cgroups:
             remove_cgroup_tree(top)
         self.clear_propagate_dir()
-        self.clear_stale_veth()
+        if veth:
+            self.clear_stale_veth()
         run(["rm", "-rf", "--one-file-system", str(self.directory)])
 
     def memory_bytes(self) -> int | None:

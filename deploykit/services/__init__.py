@@ -6,7 +6,7 @@ are explicit: a service that fails to import is an error at start-up, never a si
 
 from __future__ import annotations
 
-from deploykit.services import app, base, cache, db, etcd, lb
+from deploykit.services import app, base, cache, db, dns, etcd, lb
 from deploykit.services.contract import Service
 
 SERVICES: tuple[Service, ...] = (
@@ -17,6 +17,7 @@ SERVICES: tuple[Service, ...] = (
     lb.SERVICE,
     app.APP,
     app.WORKER,
+    dns.SERVICE,
 )
 
 

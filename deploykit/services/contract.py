@@ -40,14 +40,24 @@ class Rollout(str, Enum):
     ROLLING = "rolling"
 
 
+FIREWALL_PROTOCOLS = ("tcp", "udp", "vrrp")  # what base's nftables template knows how to write
+
+
 @dataclass(frozen=True, slots=True)
 class FirewallRule:
     """An inbound port a service opens on a host, and to whom."""
 
     description: str
-    protocol: str  # "tcp" or "vrrp" (IP protocol 112, no port)
+    protocol: str  # "tcp", "udp" or "vrrp" (IP protocol 112, no port)
     port: int | None
     sources: tuple[IPv4Address, ...] | None  # None: from anywhere; never empty (no rule is made then)
+
+    def __post_init__(self) -> None:
+        if self.protocol not in FIREWALL_PROTOCOLS:
+            raise ValueError(f"firewall rule {self.description!r}: protocol {self.protocol!r} is not one of "
+                             f"{', '.join(FIREWALL_PROTOCOLS)}")
+        if (self.port is None) != (self.protocol == "vrrp"):
+            raise ValueError(f"firewall rule {self.description!r}: a port is needed for tcp and udp, and only there")
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ import pytest
 
 from deploykit.inventory import load_inventory
 from deploykit.lab.lab import Lab
+from deploykit.lab.state import load_state
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_INVENTORY = REPO / "inventories" / "lab.yml"
@@ -40,7 +41,8 @@ def lab() -> Iterator[Lab]:
         the_lab.up()
         yield the_lab
     finally:
-        the_lab.down()
+        if load_state(the_lab.name) is not None:  # not when `up` refused at once (e.g. another lab's networks)
+            the_lab.down()
     left = the_lab.remains()
     assert not left, f"lab down left behind: {left}"
 

@@ -12,6 +12,7 @@ import pytest
 
 from deploykit.inventory import load_inventory
 from deploykit.lab.lab import Lab
+from deploykit.lab.state import load_state
 from tests.e2e.conftest import LAB_INVENTORY, lab_unavailable, measure, pytest_terminal_summary  # noqa: F401
 
 
@@ -24,6 +25,7 @@ def bare_lab() -> Iterator[Lab]:
         the_lab.up()
         yield the_lab
     finally:
-        the_lab.down()
+        if load_state(the_lab.name) is not None:  # not when `up` refused at once (e.g. another lab's networks)
+            the_lab.down()
     left = the_lab.remains()
     assert not left, f"lab down left behind: {left}"

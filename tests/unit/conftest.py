@@ -6,7 +6,7 @@ pytest names conftest modules.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +90,18 @@ class Checked:
     def only_error(self) -> str:
         assert len(self.errors) == 1, self.rendered
         return self.errors[0]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def zone_serials_outside_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The dns service numbers its zone in a file beside the inventory (`<name>.dns-serial`); tests that
+    render the shipped inventories keep it out of the checkout."""
+    from deploykit.services.dns import config as dns_config
+
+    directory = tmp_path_factory.mktemp("dns-serials")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dns_config, "serial_path", lambda inv: directory / f"{inv.name}.dns-serial")
+        yield directory
 
 
 @pytest.fixture

@@ -123,9 +123,11 @@ def test_a_first_apply_runs_every_phase_in_order_each_as_its_rollout_says(lab: L
         ("cache", "change", ("rbx1-data-1",)),
         ("lb", "change", WEB),
         *rolling([[h] for h in WEB]),
+        ("dns", "change", ("ams1-data-1",)), ("dns", "change", ("fra1-data-1",)), ("dns", "change", ("rbx1-data-1",)),
     ]  # no worker phase: on the lab a web host's app state holds its worker's
     assert [(p.role, p.hosts, p.failed) for p in done] == [
-        ("base", 9, []), ("etcd", 3, []), ("db", 3, []), ("cache", 3, []), ("lb", 6, []), ("app", 6, [])]
+        ("base", 9, []), ("etcd", 3, []), ("db", 3, []), ("cache", 3, []), ("lb", 6, []), ("app", 6, []),
+        ("dns", 3, [])]
     assert result.phases == done
     assert result.ok and not result.aborted and result.degraded == []
     assert {r.status for r in result.recap.values()} == {"changed"}
@@ -202,7 +204,7 @@ def test_one_unreachable_data_host_goes_on_without_it(lab: Lab) -> None:
         ("cache", "change", ("ams1-data-1",)), ("cache", "change", ("rbx1-data-1",)),
         ("lb", "change", WEB),
     ]
-    assert fake.phases() == ["base", "etcd", "db", "cache", "lb", "app"]
+    assert fake.phases() == ["base", "etcd", "db", "cache", "lb", "app", "dns"]
     assert not result.ok  # an unreachable host is not a success
     assert recap(result)["fra1-data-1"] == ("unreachable", "unreachable: timed out")
 
@@ -403,8 +405,8 @@ def test_app_capacity_below_min_capacity_is_degraded_and_the_apply_goes_on(lab_v
     result = lab.apply(fake, lab.plan(unreachable={h: "unreachable: timed out" for h in gone}))
     assert not result.aborted
     assert result.degraded == ["app: 2 of 6 app hosts left (33%), below min_capacity 50%"]
-    assert fake.briefs()[-1] == ("worker", "change", ("ams1-work-1", "fra1-work-1", "rbx1-work-1"))
-    assert fake.phases()[-2:] == ["app", "worker"]
+    assert fake.briefs()[-4] == ("worker", "change", ("ams1-work-1", "fra1-work-1", "rbx1-work-1"))
+    assert fake.phases()[-3:] == ["app", "worker", "dns"]
     assert not any(h in gone for c in fake.calls for h in c.steps)
     assert not result.ok  # the unreachable hosts are not deployed
 

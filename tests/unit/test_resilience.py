@@ -36,7 +36,7 @@ def test_lab_inventory_survives_every_provider_and_site(repo_root: Path) -> None
     report = analyse_resilience(inv, plan_placement(inv))
     assert report.survives
     assert report.failure_domains == ("provider", "site")
-    assert report.tiers == ("lb", "app", "worker", "db", "etcd", "cache")
+    assert report.tiers == ("dns", "lb", "app", "worker", "db", "etcd", "cache")
     assert [(s.level, s.unit) for s in report.scenarios] == [
         ("provider", "hetzner"), ("provider", "leaseweb"), ("provider", "ovh"),
         ("site", "ams1"), ("site", "fra1"), ("site", "rbx1"),
@@ -62,6 +62,8 @@ def test_lab_inventory_verdict_reasons(repo_root: Path) -> None:
     assert reasons["app"] == "4 of 6 app hosts left (67% capacity)"
     assert reasons["worker"] == "4 of 6 workers left"
     assert reasons["lb"] == ("VIP of fra1 is gone (DNS must stop sending users there); rbx1, ams1 still serve")
+    assert reasons["dns"] == ("ns1, ns3 answer (2 of 3); chirp.lab answers 10.77.2.100 (rbx1), 10.77.3.100 (ams1) "
+                              "(drops 10.77.1.100 (fra1))")
 
 
 def test_example_inventory_survives(repo_root: Path) -> None:
@@ -305,7 +307,7 @@ def test_scenario_status_is_the_worst_verdict() -> None:
     assert Scenario("site", "a", (), ()).status is Status.UP
     assert [s.rank for s in Status] == [0, 1, 2]
     columns = tuple(s.name for s in sorted(SERVICES, key=lambda s: s.tier_column) if not s.every_host)
-    assert columns == ("lb", "app", "worker", "db", "etcd", "cache")
+    assert columns == ("dns", "lb", "app", "worker", "db", "etcd", "cache")
 
 
 def test_one_scenario_per_unit_per_level(make_inventory, plan_text) -> None:

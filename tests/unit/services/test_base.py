@@ -48,7 +48,8 @@ def with_roles(inv: Inventory, *roles: str) -> tuple[IPv4Address, ...]:
 def test_data_host_opens_exactly_its_services_to_exactly_their_clients() -> None:
     inv = LAB.inv
     got = rules(LAB, "fra1-data-1")
-    assert list(got) == ["ssh", "etcd client", "etcd peer", "PostgreSQL", "Patroni REST API", "Redis", "Redis Sentinel"]
+    assert list(got) == ["ssh", "etcd client", "etcd peer", "PostgreSQL", "Patroni REST API", "Redis", "Redis Sentinel",
+                         "DNS", "DNS over TCP"]
     data = addresses(inv, "ams1-data-1", "fra1-data-1", "rbx1-data-1")
     web = tuple(h.address for h in inv.hosts if "web" in h.name)
     assert got["ssh"] == FirewallRule("ssh", "tcp", 22, None)
@@ -57,6 +58,10 @@ def test_data_host_opens_exactly_its_services_to_exactly_their_clients() -> None
     assert set(got["PostgreSQL"].sources or ()) == set(data + web)  # db + lb (web hosts are lbs)
     assert got["Patroni REST API"].sources == got["PostgreSQL"].sources
     assert set(got["Redis"].sources or ()) == set(data + web)
+    # the lab's dns servers (data hosts) answer anyone, over UDP and TCP
+    assert (got["DNS"], got["DNS over TCP"]) == (FirewallRule("DNS", "udp", 53, None),
+                                                 FirewallRule("DNS over TCP", "tcp", 53, None))
+    assert "DNS" not in rules(LAB, "fra1-web-1")
 
 
 def test_sources_follow_roles_not_host_names() -> None:
@@ -68,7 +73,7 @@ def test_sources_follow_roles_not_host_names() -> None:
     assert db["Patroni REST API"].sources == with_roles(inv, "db", "lb")
     assert "Redis" not in db  # a port opens only where its service listens
     cache = rules(EXAMPLE, "fra1-cache-1")
-    assert list(cache) == ["ssh", "Redis", "Redis Sentinel"]
+    assert list(cache) == ["ssh", "Redis", "Redis Sentinel", "DNS", "DNS over TCP"]
     assert cache["Redis Sentinel"].sources == with_roles(inv, "cache", "app", "worker", "lb")
     app = rules(EXAMPLE, "rbx1-app-07")
     assert list(app) == ["ssh", "app"]
