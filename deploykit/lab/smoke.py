@@ -1,6 +1,8 @@
 """A smoke test of a deployed chirp on the lab: post through one site's VIP, read it back through another's.
 
-Only talks to the lab inventory's VIPs (10.77.0.0/16, on the lab's own bridges).
+With dns hosts in the inventory, the entry addresses are what the lab's own DNS servers answer for the
+domain (as a user's browser would find them), asked of every dns server. Only talks to lab servers
+(10.77.0.0/16, on the lab's own bridges).
 """
 
 from __future__ import annotations
@@ -34,9 +36,37 @@ def http(method: str, url: str, body: dict[str, Any] | None = None, timeout: flo
         return 0, None
 
 
+def resolve(inv: Inventory) -> tuple[list[str], list[str], bool]:
+    """(entry addresses, report lines, ok) from the lab's DNS servers, or the VIPs without dns hosts."""
+    from deploykit.lab.dnsquery import DnsQueryError, query
+    from deploykit.plan import plan_placement
+    from deploykit.services.dns.placement import dns_plan
+
+    plan = dns_plan(plan_placement(inv))
+    if plan is None:
+        return [str(s.vip) for s in inv.sites.values() if s.vip is not None], [], True
+    lines, answers = [], []
+    for ns in plan.servers:
+        try:
+            got = query(str(ns.address), plan.zone)
+        except DnsQueryError as exc:
+            lines.append(f"{plan.zone} A @{ns.address} ({ns.host}): no answer ({exc})")
+            continue
+        addresses = [str(a) for a in got.addresses]
+        answers.append(addresses)
+        lines.append(f"{plan.zone} A @{ns.address} ({ns.host}): {', '.join(addresses) or 'EMPTY'} (TTL {got.ttl})")
+    agreed = bool(answers) and all(sorted(a) == sorted(answers[0]) for a in answers) and bool(answers[0])
+    if not agreed:
+        lines.append("the dns servers do not all answer with the same, non-empty set of addresses")
+    return (answers[0] if answers else []), lines, agreed
+
+
 def smoke_test(inv: Inventory) -> SmokeResult:
-    vips = [f"http://{s.vip}" for s in inv.sites.values() if s.vip is not None]
-    lines = [f"chirp is served at: {', '.join(vips)}"]
+    entries, dns_lines, dns_ok = resolve(inv)
+    vips = [f"http://{a}" for a in entries]
+    lines = [*dns_lines, f"chirp is served at: {', '.join(vips)}"]
+    if not dns_ok:
+        return SmokeResult(False, lines)
     if len(vips) < 1:
         return SmokeResult(False, [*lines, "no site has a VIP"])
     write, read = vips[0], vips[-1]

@@ -323,6 +323,17 @@ def test_healthy_sites_are_all_answered_with_ns_glue_and_the_designed_serial(run
     assert s.pdns.ask("version.bind", "TXT") == []
 
 
+def test_the_labs_own_dns_client_reads_powerdns_answers(running: Setup) -> None:
+    """deploykit.lab.dnsquery (lab smoke, the e2e client) against the real server: same addresses as dig, the
+    zone's TTL, authoritative; a name outside the zone gets no address."""
+    from deploykit.lab.dnsquery import query
+
+    got = query(running.pdns.address, ZONE, port=running.pdns.port)
+    assert {str(a) for a in got.addresses} == set(running.vips) == running.pdns.addresses(ZONE)
+    assert (got.ttl, got.rcode, got.authoritative) == (30, 0, True)
+    assert query(running.pdns.address, f"nothing.{ZONE}", port=running.pdns.port).addresses == ()
+
+
 def test_a_site_answering_503_leaves_the_answer_and_comes_back(running: Setup, measure) -> None:
     s = running
     cfg = s.pdns.cfg
