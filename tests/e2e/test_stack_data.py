@@ -133,13 +133,15 @@ def test_second_apply_changes_nothing(first_apply, measure) -> None:
 
 def test_the_installed_wheel_plans_the_lab_from_outside_the_checkout(first_apply, tmp_path: Path) -> None:
     """Issue 8: the wheel is the product. Built, installed into a fresh virtualenv and run from a directory with
-    only a copy of the inventory (and its lab keys and secrets), it connects and finds nothing to change."""
+    only a copy of the inventory (and its lab keys, secrets and DNS serial), it connects and finds nothing to
+    change."""
     python, _ = install(build_wheel(tmp_path / "wheel"), tmp_path / "venv")
     work = tmp_path / "elsewhere"
     work.mkdir()
     shutil.copy(LAB_INVENTORY, work / "lab.yml")
     shutil.copytree(LAB_INVENTORY.parent / ".lab", work / ".lab")
-    shutil.copy(LAB_INVENTORY.parent / "chirp-lab.secrets", work / "chirp-lab.secrets")
+    for state in ("chirp-lab.secrets", "chirp-lab.dns-serial"):  # the deployment's state kept beside it
+        shutil.copy(LAB_INVENTORY.parent / state, work / state)
     r = subprocess.run([str(python), "-m", "deploykit", "plan", "lab.yml"], capture_output=True, text=True,
                        cwd=work, timeout=300, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stdout + r.stderr
