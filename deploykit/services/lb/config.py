@@ -109,7 +109,11 @@ def lb_config(ctx: ConfigContext, host: Host, *, interface: str | None = None) -
     me = next(m for m in site.members if m.name == host.name)
     assert site.vip is not None  # plan_placement only plans sites with a VIP
     svc = ctx.inv.services
-    app = next((_http(f, svc.app.health) for f in site.frontends if f.mode == "http"), None)
+    http = [f for f in site.frontends if f.mode == "http"]
+    if len(http) > 1:  # the template serves one HTTP frontend on the public port: never drop one silently
+        raise ValueError(f"{host.name}: more than one service asks the load balancers for an HTTP frontend "
+                         f"({', '.join(f.name for f in http)}); only one can be served on port {http[0].port}")
+    app = _http(http[0], svc.app.health) if http else None
     listens = tuple(_tcp(ctx, f) for f in site.frontends if f.mode == "tcp")
     return LbHostConfig(
         host=host.name,

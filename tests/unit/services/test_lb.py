@@ -248,6 +248,24 @@ def test_a_host_that_is_no_lb_is_refused() -> None:
         lb_config(LAB, LAB.inv.host("fra1-data-1"))
 
 
+def test_a_second_http_frontend_is_an_error_not_silently_dropped() -> None:
+    """Every site's HAProxy serves one HTTP frontend on the public port; a second service asking for one would
+    have been left out without a word."""
+    import dataclasses
+
+    from deploykit.services.lb.placement import SiteLbPlan
+
+    placement = LAB.placement
+    sites = placement.parts["lb"]
+    assert isinstance(sites, tuple) and isinstance(sites[0], SiteLbPlan)
+    app = sites[0].frontends[0]
+    doubled = tuple(dataclasses.replace(s, frontends=(*s.frontends, dataclasses.replace(app, name="admin")))
+                    for s in sites)
+    ctx = dataclasses.replace(LAB, placement=dataclasses.replace(placement, parts={**placement.parts, "lb": doubled}))
+    with pytest.raises(ValueError, match=r"more than one service asks .* HTTP frontend \(app, admin\)"):
+        lb_config(ctx, LAB.inv.host("fra1-web-1"))
+
+
 # --- rendered state ----------------------------------------------------------------------------------------
 
 
