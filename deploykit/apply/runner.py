@@ -65,6 +65,23 @@ def batches(hosts: list[str], size: int) -> list[list[str]]:
     return [ordered[:1]] + [rest[i:i + size] for i in range(0, len(rest), size)]
 
 
+def rollout_groups(changes: dict[str, RoleChanges], size: int) -> list[tuple[list[str], bool]]:
+    """The groups a ROLLING rollout changes in turn, each with whether it is drained first: the canary alone
+    (the first host by name; it runs the run-once command), then every host not serving yet at once (nothing to
+    drain, no capacity lost: a first deploy is parallel), then the serving hosts `size` at a time, drained."""
+    ordered = sorted(changes)
+    if not ordered:
+        return []
+    fresh = [n for n in ordered[1:] if changes[n].not_serving]
+    serving = [n for n in ordered[1:] if not changes[n].not_serving]
+    groups = [([ordered[0]], not changes[ordered[0]].not_serving)]
+    if fresh:
+        groups.append((fresh, False))
+    size = max(1, size)
+    groups += [(serving[i:i + size], True) for i in range(0, len(serving), size)]
+    return groups
+
+
 def apply_plan(plan: OnlinePlan, runner: StepRunner, placement: Placement,
                on_phase: Callable[[str, int], None] | None = None,
                on_phase_done: Callable[[PhaseResult], None] | None = None,
@@ -165,7 +182,8 @@ def _all(failed_in: dict[str, set[str]]) -> set[str]:
 def _rolling(service: Service, plan: OnlinePlan, placement: Placement, runner: StepRunner,
              changes: dict[str, RoleChanges], skip: set[str], result: ApplyResult,
              services: tuple[Service, ...], on_step: OnStep | None) -> dict[str, HostOutcome]:
-    """A batch at a time: drain from the load balancers, change, wait healthy, put back.
+    """A batch at a time: drain from the load balancers, change, wait healthy, put back (see rollout_groups:
+    hosts not serving yet are changed all at once, undrained).
 
     The first batch is one host, where the run-once command (migrations) runs; a failed batch stops the
     rollout, so a bad release never reaches more than one batch. A drain or put-back that a load balancer did
@@ -195,8 +213,8 @@ def _rolling(service: Service, plan: OnlinePlan, placement: Placement, runner: S
         return bad
 
     stop = ""
-    for i, batch in enumerate(batches(list(changes), service.batch_size(plan.inv))):
-        drain = traffic("drain", batch)
+    for i, (batch, drained) in enumerate(rollout_groups(changes, service.batch_size(plan.inv))):
+        drain = traffic("drain", batch) if drained else {}
         if bad := lb_failures(drain, f"could not drain {', '.join(batch)}"):
             lb_failures({h: s for h, s in traffic("undrain", batch).items() if h not in bad},
                         f"could not put {', '.join(batch)} back after a failed drain")
@@ -205,7 +223,8 @@ def _rolling(service: Service, plan: OnlinePlan, placement: Placement, runner: S
         ran = runner.run({n: role_steps(changes[n], run_once=i == 0) for n in batch}, on_step)
         outcomes.update(ran)
         healthy = [n for n in batch if ran[n].ok]
-        if healthy and (bad := lb_failures(traffic("undrain", healthy), f"could not put {', '.join(healthy)} back")):
+        if drained and healthy and (bad := lb_failures(traffic("undrain", healthy),
+                                                       f"could not put {', '.join(healthy)} back")):
             stop = f"not updated: putting hosts back into {', '.join(bad)} failed"
             break
         if len(healthy) < len(batch):

@@ -37,6 +37,14 @@ class RoleChanges:
     services: tuple[ServiceChange, ...] = ()
     waits: tuple[Wait, ...] = ()
     once: str | None = None
+    units: tuple[str, ...] = ()  # every systemd unit the role runs (changed or not)
+
+    @property
+    def not_serving(self) -> bool:
+        """None of the role's units runs yet (a first deploy, a host new to the inventory): a rollout has
+        nothing to drain from it and no running capacity to lose by changing it."""
+        starting = {s.name for s in self.services if "start" in s.actions}
+        return bool(self.units) and set(self.units) <= starting
 
     @property
     def empty(self) -> bool:
@@ -90,7 +98,8 @@ def diff_host(host: str, states: list[RoleState], facts: HostFacts, redact: Call
         services = _service_changes(state, files, facts)
         changed = bool(pkgs or masks or dirs or files or services)  # waits and `once` only follow a change
         plan.roles.append(RoleChanges(state.role, pkgs, masks, dirs, files, services,
-                                      state.waits if changed else (), state.once if changed else None))
+                                      state.waits if changed else (), state.once if changed else None,
+                                      tuple(u.name for u in state.services if u.running)))
     return plan
 
 

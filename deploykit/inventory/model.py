@@ -63,7 +63,13 @@ class AppService:
     source: str | None = None  # directory of the app to deploy (default: the bundled chirp demo)
     command: str | None = None  # command that serves the app (default: chirp's gunicorn)
     workers: int = 2  # gunicorn workers per app host
-    batch_size: int = 1  # app hosts restarted at a time on a rolling release
+    batch_size: int | str = "25%"  # app hosts restarted at a time on a rolling release: a count or "N%"
+
+    def batch_count(self, hosts: int) -> int:
+        """The batch size for `hosts` app hosts: the count, or the percentage rounded down (at least 1)."""
+        if isinstance(self.batch_size, str):
+            return max(1, hosts * int(self.batch_size.rstrip("%")) // 100)
+        return self.batch_size
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,10 @@ that collide, quorum sizes) are in `checks.py`. Models are strict: `port: "22"` 
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
 Name = Annotated[StrictStr, Field(min_length=1, max_length=63)]
@@ -46,6 +47,9 @@ class HostSpec(_Spec):
     ssh: SshSpec | None = None
 
 
+BATCH_PERCENT = re.compile(r"([1-9][0-9]?|100)%")
+
+
 class AppSpec(_Spec):
     port: Port = 8000
     health: StrictStr = "/healthz"
@@ -53,7 +57,18 @@ class AppSpec(_Spec):
     source: StrictStr | None = None
     command: StrictStr | None = None
     workers: Annotated[StrictInt, Field(ge=1, le=64)] = 2
-    batch_size: Annotated[StrictInt, Field(ge=1)] = 1
+    # App hosts changed at a time by a rolling release (after the canary): a count, or a percentage of the app
+    # hosts (rounded down, at least one). Hosts not serving yet (a first deploy) are not rolled: see the runner.
+    batch_size: Any = "25%"
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, value: Any) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        if isinstance(value, str) and BATCH_PERCENT.fullmatch(value):
+            return value
+        raise ValueError("write a number of hosts (1 or more) or a percentage of the app hosts such as '25%'")
 
 
 class WorkerSpec(_Spec):

@@ -21,6 +21,7 @@ from deploykit.apply.phases import desired_states
 from deploykit.apply.planner import OnlinePlan
 from deploykit.apply.runner import ApplyResult, PhaseResult, apply_plan, batches
 from deploykit.execute.diff import HostPlan, RoleChanges
+from deploykit.execute.probe import HostFacts
 from deploykit.execute.steps import role_steps
 from deploykit.inventory import Inventory, load_inventory
 from deploykit.plan import Placement, plan_placement
@@ -43,7 +44,13 @@ class Lab:
     placement: Placement
     states: dict[str, list[RoleState]]
 
-    def plan(self, **kwargs: Any) -> OnlinePlan:
+    def plan(self, *, fresh_app: bool = False, **kwargs: Any) -> OnlinePlan:
+        """Fresh servers, except that the app hosts already serve (their app units run: a rolling release
+        drains them) unless `fresh_app` (a first deploy of the app: nothing to drain)."""
+        if not fresh_app and "facts" not in kwargs:
+            kwargs["facts"] = {h: HostFacts(units={u.name: ("enabled", "active") for s in states
+                                                   if s.role == "app" for u in s.services})
+                               for h, states in self.states.items()}
         return online_plan(self.inv, self.states, **kwargs)
 
     def apply(self, fake: FakeExecutor, plan: OnlinePlan | None = None, **kwargs: Any) -> ApplyResult:
@@ -331,7 +338,7 @@ def test_a_failed_batch_stops_the_rollout_and_its_failed_hosts_stay_drained(lab_
     app = fake.in_phase("app")
     assert [c.brief() for c in app] == rolling([["ams1-web-1"], ["ams1-web-2", "fra1-web-1"]])
     assert app[-1].steps == {lb: (traffic.ready("app", ["ams1-web-2"]),) for lb in WEB}  # not fra1-web-1
-    assert recap(result)["fra1-web-1"] == ("failed", f"[app] start chirp: {ERROR}")
+    assert recap(result)["fra1-web-1"] == ("failed", f"[app] restart chirp: {ERROR}")
     for name in ("fra1-web-2", "rbx1-web-1", "rbx1-web-2"):  # not changed: they keep serving the old release
         assert recap(result)[name] == ("skipped", "[app] not updated: an earlier batch of the rolling release failed")
     assert result.recap["ams1-web-2"].status == "changed"
@@ -533,3 +540,49 @@ def test_a_drain_gives_up_waiting_after_the_grace_period_but_still_succeeds(
     assert (r.returncode, r.stderr) == (0, "")
     assert 0.9 < time.monotonic() - t0 < 6
     assert socat.asked().count(f"{SOCK}|show stat") >= 3
+
+
+# --- a first deploy is parallel (issue 14) ---------------------------------------------------------------------
+
+def test_a_first_deploy_of_the_app_is_the_canary_then_every_other_host_at_once_undrained(lab: Lab) -> None:
+    """No app host serves yet: nothing to drain, no capacity to lose; the canary alone still runs the release
+    command (migrations) before the others start."""
+    fake = FakeExecutor()
+    result = lab.apply(fake, reversed_hosts(lab.plan(fresh_app=True)))
+    app = fake.in_phase("app")
+    assert [c.brief() for c in app] == [("app", "change", ("ams1-web-1",)),
+                                        ("app", "change", ("ams1-web-2", "fra1-web-1", "fra1-web-2", "rbx1-web-1",
+                                                           "rbx1-web-2"))]
+    assert [h for c in app for h in c.steps if RELEASE in c.descriptions(h)] == ["ams1-web-1"]
+    assert result.ok
+
+
+def test_new_hosts_join_at_once_while_serving_ones_roll_drained(lab: Lab) -> None:
+    """Two app hosts are new (their units do not run), four serve: the canary (serving: drained), then the new
+    ones at once, then the serving ones a batch at a time (25% of 6 app hosts: 1)."""
+    plan = lab.plan()
+    for name in ("fra1-web-2", "rbx1-web-1"):
+        fresh = lab.plan(fresh_app=True).hosts[name]
+        plan.hosts[name] = fresh
+    fake = FakeExecutor()
+    assert lab.apply(fake, plan).ok
+    app = fake.in_phase("app")
+    assert [c.brief() for c in app] == [
+        *rolling([["ams1-web-1"]]), ("app", "change", ("fra1-web-2", "rbx1-web-1")),
+        *rolling([["ams1-web-2"], ["fra1-web-1"], ["rbx1-web-2"]])]
+
+
+def test_a_failed_new_host_stops_the_rollout_before_serving_hosts_are_drained(lab: Lab) -> None:
+    fake = FakeExecutor().fail("fra1-web-2", "wait: chirp answers", phase="app")
+    result = lab.apply(fake, lab.plan(fresh_app=True))
+    assert [c.kind for c in fake.in_phase("app")] == ["change", "change"]
+    assert recap(result)["fra1-web-2"][0] == "failed"
+    assert not result.ok
+
+
+@pytest.mark.parametrize(("batch", "hosts", "expected"), [
+    ("25%", 6, 1), ("25%", 42, 10), ("25%", 3, 1), ("100%", 7, 7), ("10%", 400, 40), (3, 42, 3), (1, 6, 1)])
+def test_batch_size_is_a_count_or_a_percentage_of_the_app_hosts(batch: int | str, hosts: int, expected: int) -> None:
+    from deploykit.inventory.model import AppService
+
+    assert AppService(batch_size=batch).batch_count(hosts) == expected

@@ -74,7 +74,7 @@ class App(Service):
         return desired_app(cfg)
 
     def batch_size(self, inv: Inventory) -> int:
-        return inv.services.app.batch_size
+        return inv.services.app.batch_count(len(inv.with_role(self.name)))
 
 
 class Worker(Service):
