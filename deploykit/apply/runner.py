@@ -77,8 +77,8 @@ def rollout_groups(changes: dict[str, RoleChanges], size: int) -> list[tuple[lis
     groups = [([ordered[0]], not changes[ordered[0]].not_serving)]
     if fresh:
         groups.append((fresh, False))
-    size = max(1, size)
-    groups += [(serving[i:i + size], True) for i in range(0, len(serving), size)]
+    # the canary sorts first: what `batches` puts after it are the serving hosts' batches
+    groups += [(batch, True) for batch in batches([ordered[0], *serving], size)[1:]]
     return groups
 
 

@@ -202,13 +202,7 @@ def _build(root: Path, mirror: str, report: Callable[[str], None], recipe: Recip
     run(debootstrap_argv(root, mirror))
     for rel, content in recipe.build_files.items():
         _write(root / rel, content, mode=0o755 if rel.startswith("usr/sbin") else 0o644)
-    shutil.copy2("/etc/resolv.conf", root / "etc/resolv.conf")
-    sources = Path("/etc/apt/sources.list.d")
-    for src in sources.glob("*.sources"):
-        shutil.copy2(src, root / "etc/apt/sources.list.d" / src.name)
-    (root / "etc/apt/sources.list").unlink(missing_ok=True)
-    if not any(sources.glob("*.sources")):
-        _write(root / "etc/apt/sources.list", f"deb {mirror} {SUITE} main\n")
+    use_host_mirror(root, mirror)
     proc = root / "proc"
     run(["mount", "-t", "proc", "proc", str(proc)])
     try:
@@ -225,6 +219,17 @@ def _build(root: Path, mirror: str, report: Callable[[str], None], recipe: Recip
                 path.unlink()
     for rel, content in recipe.base_files.items():
         _write(root / rel, content.replace("{hash}", recipe_hash(recipe)))
+
+
+def use_host_mirror(root: Path, mirror: str) -> None:
+    """Point a root being built at this machine's Debian mirror (its apt sources) and resolver."""
+    shutil.copy2("/etc/resolv.conf", root / "etc/resolv.conf")
+    sources = Path("/etc/apt/sources.list.d")
+    for src in sources.glob("*.sources"):
+        shutil.copy2(src, root / "etc/apt/sources.list.d" / src.name)
+    (root / "etc/apt/sources.list").unlink(missing_ok=True)
+    if not any(sources.glob("*.sources")):
+        _write(root / "etc/apt/sources.list", f"deb {mirror} {SUITE} main\n")
 
 
 def _unit_present(root: Path, unit: str) -> bool:

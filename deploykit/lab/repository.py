@@ -106,7 +106,7 @@ def ensure_repo(report: Callable[[str], None] = print, cache: Path = image.CACHE
     try:
         out = scratch / "repo"
         out.mkdir(parents=True)
-        _download(bare, scratch, packages, out)
+        _download(bare, scratch, packages, out, mirror)
         count = write_index(out)
         status = (bare / "var/lib/dpkg/status").read_text()
         if missing := missing_packages(packages, (out / INDEX).read_text(), status):
@@ -119,7 +119,7 @@ def ensure_repo(report: Callable[[str], None] = print, cache: Path = image.CACHE
     return final
 
 
-def _download(bare: Path, scratch: Path, packages: tuple[str, ...], out: Path) -> None:
+def _download(bare: Path, scratch: Path, packages: tuple[str, ...], out: Path, mirror: str) -> None:
     """Every .deb a bare server needs for `packages`, resolved against the bare base itself (a scratch
     overlay, so the cached base is never written)."""
     upper, work, root = scratch / "upper", scratch / "work", scratch / "root"
@@ -128,14 +128,8 @@ def _download(bare: Path, scratch: Path, packages: tuple[str, ...], out: Path) -
     run(["mount", "-t", "overlay", "dklab-repo", "-o", f"lowerdir={bare},upperdir={upper},workdir={work}",
          str(root)])
     try:
-        lab_list = root / "etc/apt/sources.list.d/deploykit-lab.list"
-        lab_list.unlink(missing_ok=True)
-        sources = Path("/etc/apt/sources.list.d")
-        for src in sources.glob("*.sources"):
-            shutil.copy2(src, root / "etc/apt/sources.list.d" / src.name)
-        if not any(sources.glob("*.sources")):
-            (root / "etc/apt/sources.list").write_text(f"deb {image.host_mirror()} {image.SUITE} main\n")
-        shutil.copy2("/etc/resolv.conf", root / "etc/resolv.conf")
+        (root / "etc/apt/sources.list.d/deploykit-lab.list").unlink(missing_ok=True)
+        image.use_host_mirror(root, mirror)
         run(["mount", "-t", "proc", "proc", str(root / "proc")])
         try:
             apt = ["chroot", str(root), *image.APT_ENV, "apt-get", "-q", "-y"]

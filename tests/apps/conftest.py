@@ -8,12 +8,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from chirp_services import MASTER, PASSWORD, PG_BIN, Services, free_port, missing_requirements
+
+from tests.measure import measure, pytest_terminal_summary  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -74,23 +75,3 @@ def services() -> Iterator[Services]:
     finally:
         svc.stop_all()
         shutil.rmtree(root, ignore_errors=True)
-
-
-MEASUREMENTS: list[tuple[str, str]] = []
-
-
-@pytest.fixture(scope="session")
-def measure() -> Callable[[str, str], None]:
-    """Record a figure (a time) that the run prints at the end, as the end-to-end tests do."""
-
-    def record(name: str, value: str) -> None:
-        MEASUREMENTS.append((name, value))
-
-    return record
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if MEASUREMENTS:
-        terminalreporter.section("measured on this machine")
-        for name, value in MEASUREMENTS:
-            terminalreporter.write_line(f"{name}: {value}")

@@ -9,15 +9,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from deploykit.inventory import load_inventory
 from deploykit.lab.lab import Lab
 from deploykit.lab.state import load_state
+from tests.measure import measure, pytest_terminal_summary  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_INVENTORY = REPO / "inventories" / "lab.yml"
@@ -31,12 +31,12 @@ def lab_unavailable() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def lab() -> Iterator[Lab]:
-    """`deploykit lab up inventories/lab.yml`; `lab down` at the end of the session, also after failures."""
+def lab_session(bare: bool = False) -> Iterator[Lab]:
+    """`deploykit lab up inventories/lab.yml` (`--bare`); `lab down` at the end of the session, also after
+    failures, and a check that nothing was left behind. Skipped where the lab cannot run."""
     if (reason := lab_unavailable()) is not None:
         pytest.skip(reason)
-    the_lab = Lab.for_inventory(load_inventory(LAB_INVENTORY))
+    the_lab = Lab.for_inventory(load_inventory(LAB_INVENTORY), bare=bare)
     try:
         the_lab.up()
         yield the_lab
@@ -47,24 +47,9 @@ def lab() -> Iterator[Lab]:
     assert not left, f"lab down left behind: {left}"
 
 
-MEASUREMENTS: list[tuple[str, str]] = []
-
-
 @pytest.fixture(scope="session")
-def measure() -> Callable[[str, str], None]:
-    """Record a figure (time, count) that the run prints at the end: what the tests measured."""
-
-    def record(name: str, value: str) -> None:
-        MEASUREMENTS.append((name, value))
-
-    return record
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if MEASUREMENTS:
-        terminalreporter.section("measured on the lab")
-        for name, value in MEASUREMENTS:
-            terminalreporter.write_line(f"{name}: {value}")
+def lab() -> Iterator[Lab]:
+    yield from lab_session()
 
 
 def deploykit(*args: str, timeout: float = 900, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -6,6 +6,7 @@ pytest names conftest modules.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,3 +198,18 @@ def base_sites() -> dict[str, str]:
 @pytest.fixture
 def repo_root() -> Path:
     return REPO
+
+
+def check_golden(golden: Path, content: str) -> None:
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(content, encoding="utf-8")
+    assert golden.exists(), f"no golden file {golden.name}: run with UPDATE_GOLDEN=1"
+    assert content == golden.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def matches_golden() -> Callable[[Path, str], None]:
+    """The one golden-file check of every service's rendered files: `content` must equal the golden file
+    (UPDATE_GOLDEN=1 writes it after an intended change)."""
+    return check_golden

@@ -7,7 +7,6 @@ Regenerate the golden files after an intended change: UPDATE_GOLDEN=1 python -m 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -241,7 +240,7 @@ def rendered(host: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("host", [h.name for h in LAB.inv.with_role("app")])
-def test_golden(host: str) -> None:
+def test_golden(host: str, matches_golden) -> None:
     files = rendered(host)
     assert sorted(files) == [
         "chirp-release.service",
@@ -251,9 +250,4 @@ def test_golden(host: str) -> None:
         "chirp.service",
     ]
     for name, content in files.items():
-        golden = GOLDEN / f"{host}__{name}.txt"
-        if os.environ.get("UPDATE_GOLDEN"):
-            golden.parent.mkdir(parents=True, exist_ok=True)
-            golden.write_text(content, encoding="utf-8")
-        assert golden.exists(), f"no golden file {golden.name}: run with UPDATE_GOLDEN=1"
-        assert content == golden.read_text(encoding="utf-8"), golden.name
+        matches_golden(GOLDEN / f"{host}__{name}.txt", content)

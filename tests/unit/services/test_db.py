@@ -5,7 +5,6 @@ Regenerate the golden files after an intended change: UPDATE_GOLDEN=1 python -m 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -194,11 +193,7 @@ def golden_cases() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(("host", "path"), golden_cases())
-def test_golden(host: str, path: str) -> None:
+def test_golden(host: str, path: str, matches_golden) -> None:
     content = next(f.content for f in db.desired(config(LAB, host)).files if f.path == path)
     golden = GOLDEN / f"{host}__{Path(path).name}.txt"
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_text(content, encoding="utf-8")
-    assert golden.exists(), f"no golden file {golden.name}: run with UPDATE_GOLDEN=1"
-    assert content == golden.read_text(encoding="utf-8")
+    matches_golden(golden, content)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -500,11 +499,7 @@ def test_powerdns_accepts_the_files_and_refuses_broken_ones(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("host", DNS_HOSTS)
-def test_golden(host: str) -> None:
+def test_golden(host: str, matches_golden) -> None:
     for file in dns.desired(config(host)).files:
         golden = GOLDEN / f"{host}__{Path(file.path).name}.txt"
-        if os.environ.get("UPDATE_GOLDEN"):
-            golden.parent.mkdir(parents=True, exist_ok=True)
-            golden.write_text(file.content, encoding="utf-8")
-        assert golden.exists(), f"no golden file {golden.name}: run with UPDATE_GOLDEN=1"
-        assert file.content == golden.read_text(encoding="utf-8")
+        matches_golden(golden, file.content)

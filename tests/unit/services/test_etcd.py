@@ -5,7 +5,6 @@ Regenerate the golden files after an intended change: UPDATE_GOLDEN=1 python -m 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -69,11 +68,7 @@ def test_state() -> None:
 
 
 @pytest.mark.parametrize("host", [h.name for h in LAB.inv.with_role("etcd")])
-def test_golden(host: str) -> None:
+def test_golden(host: str, matches_golden) -> None:
     (file,) = etcd.desired(etcd_config(LAB, LAB.inv.host(host))).files
     golden = GOLDEN / f"{host}__{Path(file.path).name}.txt"
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_text(file.content, encoding="utf-8")
-    assert golden.exists(), f"no golden file {golden.name}: run with UPDATE_GOLDEN=1"
-    assert file.content == golden.read_text(encoding="utf-8")
+    matches_golden(golden, file.content)
