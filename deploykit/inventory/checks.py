@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from deploykit.inventory import schema
+from deploykit.inventory.meshchecks import MeshEntry, build_mesh
 from deploykit.inventory.model import (
     LEVELS,
     AppService,
@@ -88,6 +89,7 @@ def build(src: Source, file: Path, roles: tuple[str, ...]) -> Inventory | None:
     head = validate_part(src, _Head, {k: data[k] for k in _Head.model_fields if k in data}, ())
     ssh = validate_part(src, schema.SshSpec, _or_empty(data.get("ssh")), ("ssh",))
     services = validate_part(src, schema.ServicesSpec, _or_empty(data.get("services")), ("services",))
+    mesh_spec = validate_part(src, schema.MeshSpec, _or_empty(data.get("mesh")), ("mesh",))
     levels = _check_levels(src, head.failure_domains if head else ["host"])
     if head is not None and (problem := name_problem(head.name)) is not None:
         src.error(("name",), problem)
@@ -99,19 +101,24 @@ def build(src: Source, file: Path, roles: tuple[str, ...]) -> Inventory | None:
     check_one_spelling(src, "rack", ((e.spec.rack, e.path + ("rack",)) for e in entries if e.spec.rack))
     _check_unique(src, entries, sites)
     ssh_defaults = _ssh_settings(file, _SSH_DEFAULTS, ssh)
-    hosts = _build_hosts(src, entries, sites, file, ssh_defaults, ssh, roles)
+    public = [e.address(i) for e in entries for i in range(len(e.names))]
+    public += [s.vip for s in sites.values() if s is not None and s.vip is not None]
+    mesh, mesh_addresses = build_mesh(src, mesh_spec, (MeshEntry(e.path, e.names, e.spec.mesh_address)
+                                                        for e in entries), public)
+    hosts = _build_hosts(src, entries, sites, file, ssh_defaults, ssh, roles, mesh_addresses)
     svc = _build_services(services)
     _check_tiers(src, sites, entries, levels, roles)
     _check_dns(src, sites, entries, roles, services, head.domain if head else None)
     _check_ports(src, svc, hosts, entries)
 
-    if head is None or ssh is None or services is None or any(p.severity == "error" for p in src.problems):
+    if head is None or ssh is None or services is None or mesh is None \
+            or any(p.severity == "error" for p in src.problems):
         return None
     warnings = tuple(p.render() for p in src.problems if p.severity == "warning")
     return Inventory(
         path=file, name=head.name, domain=head.domain, failure_domains=tuple(levels), ssh=ssh_defaults,
         sites={n: s for n, s in sites.items() if s is not None},
-        hosts=tuple(sorted(hosts, key=lambda h: h.name)), services=svc, warnings=warnings,
+        hosts=tuple(sorted(hosts, key=lambda h: h.name)), services=svc, warnings=warnings, mesh=mesh,
     )
 
 
@@ -333,7 +340,8 @@ def _resolve(file: Path, value: str | Path) -> Path:
 
 
 def _build_hosts(src: Source, entries: list[_Entry], sites: dict[str, Site | None], file: Path,
-                 ssh: SshSettings, spec: schema.SshSpec | None, roles: tuple[str, ...]) -> list[Host]:
+                 ssh: SshSettings, spec: schema.SshSpec | None, roles: tuple[str, ...],
+                 mesh_addresses: dict[str, IPv4Address]) -> list[Host]:
     hosts: list[Host] = []
     base = {"user": ssh.user, "port": ssh.port, "identity_file": str(ssh.identity_file),
             "known_hosts": str(ssh.known_hosts)}
@@ -347,7 +355,8 @@ def _build_hosts(src: Source, entries: list[_Entry], sites: dict[str, Site | Non
         for i, name in enumerate(e.names):
             hosts.append(Host(name=name, address=e.address(i), site=site.name, provider=site.provider,
                               rack=e.spec.rack, roles=host_roles, ssh=host_ssh, line=line,
-                              interface=e.spec.interface or site.interface))
+                              interface=e.spec.interface or site.interface,
+                              mesh_address=mesh_addresses.get(name, IPv4Address(0))))
     return hosts
 
 

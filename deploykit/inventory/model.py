@@ -7,7 +7,7 @@ inventory that passed validation, so every field can be trusted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 LEVELS: tuple[str, ...] = ("provider", "site", "rack", "host")
@@ -40,6 +40,10 @@ class Host:
     ssh: SshSettings
     line: int  # line of the inventory entry this host came from
     interface: str = "eth0"  # network interface of its address (keepalived puts the site's VIP there)
+    # Its address on the private WireGuard mesh: every internal service listens and connects there
+    # (see docs/network.md). Set by the inventory loader (deploykit/inventory/mesh.py); a default for models
+    # built by hand in tests.
+    mesh_address: IPv4Address = IPv4Address("0.0.0.0")
 
     def has(self, role: str) -> bool:
         return role in self.roles
@@ -114,6 +118,19 @@ class DnsService:
     check_timeout: int = 2  # seconds a health check may take before the address counts as down
 
 
+DEFAULT_MESH_NETWORK = IPv4Network("10.213.0.0/16")
+MESH_INTERFACE = "mesh0"
+
+
+@dataclass(frozen=True, slots=True)
+class MeshNetwork:
+    """The private WireGuard network between all inventory hosts."""
+
+    network: IPv4Network = DEFAULT_MESH_NETWORK
+    port: int = 51820  # WireGuard's UDP port on every host's public address
+    interface: str = MESH_INTERFACE
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     app: AppService = field(default_factory=AppService)
@@ -135,6 +152,7 @@ class Inventory:
     hosts: tuple[Host, ...]  # sorted by name: every consumer iterates in this stable order
     services: Services
     warnings: tuple[str, ...] = ()
+    mesh: MeshNetwork = field(default_factory=MeshNetwork)
     # Indexes built once: placement, firewall rules and the resilience proof ask for a role's hosts per host
     # and per scenario, which must not cost a walk over every host each time (5,000 hosts).
     _by_name: dict[str, Host] = field(init=False, repr=False, compare=False)

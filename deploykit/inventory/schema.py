@@ -45,6 +45,7 @@ class HostSpec(_Spec):
     provider: Name | None = None  # optional; if given it must match the site's provider
     interface: Interface | None = None  # overrides the site's interface
     ssh: SshSpec | None = None
+    mesh_address: StrictStr | None = None  # pins its mesh address (a range: consecutive addresses from here)
 
 
 BATCH_PERCENT = re.compile(r"([1-9][0-9]?|100)%")
@@ -112,6 +113,11 @@ class DnsSpec(_Spec):
     check_timeout: Annotated[StrictInt, Field(ge=1, le=30)] = 2
 
 
+class MeshSpec(_Spec):
+    network: StrictStr | None = None  # default: model.DEFAULT_MESH_NETWORK
+    port: Port = 51820
+
+
 class ServicesSpec(_Spec):
     app: AppSpec = Field(default_factory=AppSpec)
     worker: WorkerSpec = Field(default_factory=lambda: WorkerSpec())
@@ -133,6 +139,7 @@ class TopSpec(_Spec):
     sites: dict[StrictStr, object] = Field(default_factory=dict)
     hosts: dict[StrictStr, object]
     services: ServicesSpec = Field(default_factory=ServicesSpec)
+    mesh: MeshSpec = Field(default_factory=MeshSpec)
 
 
 SECTION_KEYS: dict[str, list[str]] = {

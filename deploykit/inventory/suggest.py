@@ -14,6 +14,6 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
         return f" (did you mean '{close[0]}'?)"
     if not options:
         return ""
-    if len(options) <= 8:
+    if len(options) <= 12:
         return f" (expected one of: {', '.join(options)})"
     return ""

@@ -1,6 +1,6 @@
 """Where each lab server goes: its segment (one /24 per site, a bridge each) and its names, from the inventory.
 
-Pure: checks the inventory fits the lab (addresses in 10.77.0.0/16, one /24 per site, short host names) and
+Pure: checks the inventory fits the lab (addresses and the mesh in 10.77.0.0/16, one /24 per site, short host names) and
 derives bridge names and gateway addresses. Nothing here touches the machine.
 """
 
@@ -74,6 +74,9 @@ class Layout:
 def plan_layout(inv: Inventory) -> Layout:
     problems: list[str] = []
     where = inv.path.name
+    if not inv.mesh.network.subnet_of(LAB_RANGE):
+        problems.append(f"mesh network {inv.mesh.network} is outside the lab range {LAB_RANGE} "
+                        "(set e.g. mesh: {network: 10.77.128.0/17})")
     for site in inv.sites.values():
         if site.vip is not None and site.vip not in LAB_RANGE:
             problems.append(f"site {site.name}: VIP {site.vip} is outside the lab range {LAB_RANGE}")

@@ -51,6 +51,8 @@ class FirewallRule:
     protocol: str  # "tcp", "udp" or "vrrp" (IP protocol 112, no port)
     port: int | None
     sources: tuple[IPv4Address, ...] | None  # None: from anywhere; never empty (no rule is made then)
+    # Only for packets arriving on this interface (the mesh's, for every internal port); None: any.
+    interface: str | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in FIREWALL_PROTOCOLS:

@@ -185,7 +185,7 @@ def test_plan_offline_invalid_inventory_exits_1_without_traceback(capsys, writte
     assert lines[0] == (f"{F}:11: hosts/fra1-data-1/address: '10.1.0.300' is not a valid IPv4 address; write four "
                         "numbers 0-255 like 10.10.0.21")
     assert lines[1] == (f"{F}:13: hosts/rbx1-data-1/prot: unknown key 'prot' (expected one of: address, interface, "
-                        "provider, rack, roles, site, ssh)")
+                        "mesh_address, provider, rack, roles, site, ssh)")
     assert lines[-1] == f"{len(lines) - 1} error(s); nothing was changed on any host"
     assert "Traceback" not in out + err
     assert out == ""

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from deploykit.errors import LabError
-from deploykit.inventory.model import Host, Inventory, Services, Site, SshSettings
+from deploykit.inventory.model import Host, Inventory, MeshNetwork, Services, Site, SshSettings
 from deploykit.lab.layout import plan_layout
 
 SSH = SshSettings(user="root", port=22, identity_file=Path("/x/id"), known_hosts=Path("/x/kh"))
@@ -17,7 +17,8 @@ def make_inventory(hosts: dict[str, tuple[str, str]], sites: dict[str, tuple[str
     host_objs = tuple(
         Host(n, IPv4Address(a), s, site_objs[s].provider, None, ("app",), SSH, 1) for n, (a, s) in sorted(hosts.items())
     )
-    return Inventory(Path("/inv/lab.yml"), "t-lab", "t.lab", ("site",), SSH, site_objs, host_objs, Services())
+    return Inventory(Path("/inv/lab.yml"), "t-lab", "t.lab", ("site",), SSH, site_objs, host_objs, Services(),
+                     mesh=MeshNetwork(IPv4Network("10.77.128.0/17")))
 
 
 def two_sites() -> Inventory:
@@ -66,3 +67,11 @@ def test_refuses_what_the_lab_cannot_run(hosts: dict, sites: dict, message: str)
 
 def test_networks_are_24s() -> None:
     assert plan_layout(two_sites()).segments[0].network == IPv4Network("10.77.1.0/24")
+
+
+def test_a_mesh_network_outside_the_lab_range_is_refused() -> None:
+    inv = two_sites()
+    outside = Inventory(inv.path, inv.name, inv.domain, inv.failure_domains, inv.ssh, inv.sites, inv.hosts,
+                        inv.services, mesh=MeshNetwork())
+    with pytest.raises(LabError, match=r"mesh network 10\.213\.0\.0/16 is outside the lab range"):
+        plan_layout(outside)

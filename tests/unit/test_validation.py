@@ -215,8 +215,8 @@ def test_unknown_top_level_key(make_inventory, check_text) -> None:
 def test_unknown_top_level_key_without_a_close_match(make_inventory, check_text) -> None:
     checked = check_text(make_inventory(extra="colour: blue"))
     assert checked.only_error() == (
-        f"{F}:16: colour: unknown key 'colour' (expected one of: domain, failure_domains, hosts, name, services, "
-        "sites, ssh, version); keys starting with 'x-' are free for YAML anchors"
+        f"{F}:16: colour: unknown key 'colour' (expected one of: domain, failure_domains, hosts, mesh, name, "
+        "services, sites, ssh, version); keys starting with 'x-' are free for YAML anchors"
     )
 
 
@@ -666,7 +666,7 @@ def test_unknown_host_key_lists_the_allowed_ones(make_inventory, base_hosts, che
     checked = check_text(make_inventory(hosts=base_hosts))
     assert checked.only_error() == (
         f"{F}:10: hosts/fra1-web-[1:2]/zz: unknown key 'zz' "
-        "(expected one of: address, interface, provider, rack, roles, site, ssh)"
+        "(expected one of: address, interface, mesh_address, provider, rack, roles, site, ssh)"
     )
 
 
