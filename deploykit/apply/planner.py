@@ -6,12 +6,17 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from deploykit.apply.phases import desired_states
+from deploykit.apply.phases import desired_states, fact_scripts, stored_facts
 from deploykit.execute import executor
 from deploykit.execute.diff import HostPlan, diff_host, probe_spec
+from deploykit.execute.probe import HostFacts
+from deploykit.facts_store import load_facts, merge_facts, save_facts
 from deploykit.inventory.model import Host, Inventory
+from deploykit.plan.desired import RoleState
 from deploykit.plan.placement import Placement
 from deploykit.secrets_store import SecretStore
+from deploykit.services import SERVICES
+from deploykit.services.contract import ConfigContext
 
 
 @dataclass
@@ -22,6 +27,7 @@ class OnlinePlan:
     unreachable: dict[str, str] = field(default_factory=dict)
     probe_failed: dict[str, str] = field(default_factory=dict)
     limit: tuple[str, ...] = ()
+    findings: dict[str, list[str]] = field(default_factory=dict)  # host -> problems its facts show
 
     @property
     def changed(self) -> list[HostPlan]:
@@ -47,18 +53,52 @@ def inventory_sha256(inv: Inventory) -> str:
 
 def make_plan(inv: Inventory, placement: Placement, store: SecretStore, hosts: list[Host], *,
               accept_new_host_keys: bool = False, limit: tuple[str, ...] = (),
-              on_connect: Callable[[str, bool], None] | None = None,
+              on_connect: Callable[[str, bool], None] | None = None, ensure_facts: bool = False,
               ) -> tuple[OnlinePlan, executor.Session]:
-    """Plan for `hosts` (the caller disconnects the returned session)."""
-    states = desired_states(inv, placement, store.get, hosts)
+    """Plan for `hosts` (the caller disconnects the returned session).
+
+    One probe per host reads its state and the services' host facts (`ensure_facts`: making those that can
+    be made, for a plan that will be applied). The states of services that read facts are computed again
+    with what was read (file paths never depend on facts, so the probe's file list is right either way).
+    """
+    keep = stored_facts()
+    stored = load_facts(inv)
+    states = desired_states(inv, placement, store.get, hosts, facts=stored)
     plan = OnlinePlan(inv, inventory_sha256(inv), limit=limit)
     session = executor.connect(hosts, accept_new_host_keys=accept_new_host_keys, progress=on_connect)
     plan.unreachable = dict(session.unreachable)
-    specs = {h.name: probe_spec(states[h.name]) for h in hosts if h.name not in session.unreachable}
-    facts, errors = executor.probe(session, specs)
+    specs = {h.name: probe_spec(states[h.name], fact_scripts(h, ensure_facts))
+             for h in hosts if h.name not in session.unreachable}
+    probed, errors = executor.probe(session, specs)
     plan.probe_failed = errors
+    for name, hf in list(probed.items()):
+        if hf.fact_errors:
+            plan.probe_failed[name] = "; ".join(f"{n}: {m}" for n, m in sorted(hf.fact_errors.items()))
+            del probed[name]
+    known = merge_facts(stored, {n: hf.facts for n, hf in probed.items()}, keep)
+    save_facts(inv, known, keep)
+    _with_facts(inv, placement, store, [h for h in hosts if h.name in probed], states, known)
     redact = store.redactor()
+    ctx = ConfigContext(inv, placement, store.get, SERVICES, known)
     for h in hosts:
-        if h.name in facts:
-            plan.hosts[h.name] = diff_host(h.name, states[h.name], facts[h.name], redact)
+        if h.name in probed:
+            plan.hosts[h.name] = diff_host(h.name, states[h.name], probed[h.name], redact)
+            found = [f"{s.name}: {p}" for s in SERVICES if s.runs_on(h) for p in s.check(ctx, h)]
+            if found:
+                plan.findings[h.name] = found
     return plan, session
+
+
+def _with_facts(inv: Inventory, placement: Placement, store: SecretStore, hosts: list[Host],
+                states: dict[str, list[RoleState]], known: dict[str, dict[str, str]]) -> None:
+    """Recompute, in `states`, the states of the services that read host facts, with the facts `known`."""
+    readers = tuple(s.name for s in SERVICES if s.host_facts)
+    if not readers or not hosts:
+        return
+    again = desired_states(inv, placement, store.get, hosts, phases=readers, facts=known)
+    for name, fresh in again.items():
+        by_role = {s.role: s for s in fresh}
+        states[name] = [by_role.get(s.role, s) for s in states[name]]
+
+
+__all__ = ["HostFacts", "OnlinePlan", "make_plan"]

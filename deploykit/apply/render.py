@@ -26,6 +26,8 @@ def plan_data(plan: OnlinePlan) -> dict[str, Any]:
         hosts[name] = {"status": "unreachable", "error": err}
     for name, err in plan.probe_failed.items():
         hosts[name] = {"status": "failed", "error": err}
+    for name, found in plan.findings.items():
+        hosts[name]["findings"] = list(found)
     return {
         "format": "deploykit.plan/v1",
         "inventory": str(plan.inv.path),
@@ -74,6 +76,9 @@ def print_plan(console: Console, plan: OnlinePlan, show_diffs: bool = True) -> N
         console.print(Text(f"! {name}: {err}", style="bold red"))
     for name, err in sorted(plan.probe_failed.items()):
         console.print(Text(f"! {name}: {err}", style="bold red"))
+    for name, found in sorted(plan.findings.items()):
+        for line in found:
+            console.print(Text(f"? {name}: {line}", style="yellow"))
     for hp in plan.changed:
         print_host_plan(console, hp, show_diffs)
     if plan.has_errors:

@@ -25,13 +25,15 @@ from deploykit.plan.placement import Placement
 from deploykit.secrets_store import SecretStore
 
 
-def _plan(inv: Inventory, placement: Placement, err: Console, limit: tuple[str, ...], accept_new: bool):
+def _plan(inv: Inventory, placement: Placement, err: Console, limit: tuple[str, ...], accept_new: bool,
+          ensure_facts: bool):
     hosts = select_hosts(inv, limit)
     store = SecretStore(inv)
     t0 = time.monotonic()
     with err.status(f"connecting to {len(hosts)} hosts and reading their state ...") if err.is_terminal \
             else nullcontext():
-        plan, session = make_plan(inv, placement, store, hosts, accept_new_host_keys=accept_new, limit=limit)
+        plan, session = make_plan(inv, placement, store, hosts, accept_new_host_keys=accept_new, limit=limit,
+                                  ensure_facts=ensure_facts)
     err.print(Text(f"probed {len(plan.hosts)} of {len(hosts)} hosts in {time.monotonic() - t0:.1f}s", style="dim"))
     return plan, session
 
@@ -40,7 +42,9 @@ def online_plan(inv: Inventory, placement: Placement, out: Console, err: Console
                 out_file: Path | None, limit: tuple[str, ...], show_diffs: bool, accept_new_host_keys: bool) -> int:
     from deploykit.execute import executor
 
-    plan, session = _plan(inv, placement, err, limit, accept_new_host_keys)
+    # A plan saved to be applied makes the host facts that are made on the hosts (e.g. mesh keys), so that
+    # applying it changes exactly what it shows; a plain plan changes nothing anywhere.
+    plan, session = _plan(inv, placement, err, limit, accept_new_host_keys, ensure_facts=out_file is not None)
     executor.disconnect(session)
     if as_json:
         click.echo(json.dumps(plan_data(plan), indent=2))
@@ -78,7 +82,7 @@ def apply_target(target: Path, out: Console, err: Console, *, yes: bool, limit: 
     else:
         inv = load_inventory(target)
     placement = plan_placement(inv)
-    plan, session = _plan(inv, placement, err, limit, accept_new_host_keys)
+    plan, session = _plan(inv, placement, err, limit, accept_new_host_keys, ensure_facts=True)
     try:
         if saved is not None:
             planfile.check_current(saved, plan)

@@ -69,7 +69,7 @@ class HostPlan:
         return sum(r.count() for r in self.roles)
 
 
-def probe_spec(states: list[RoleState]) -> ProbeSpec:
+def probe_spec(states: list[RoleState], facts: tuple[tuple[str, str], ...] = ()) -> ProbeSpec:
     files, dirs, pkgs, units = [], [], [], []
     for s in states:
         files += [f.path for f in s.files]
@@ -77,7 +77,7 @@ def probe_spec(states: list[RoleState]) -> ProbeSpec:
         pkgs += list(s.packages)
         units += [sv.name for sv in s.services] + list(s.masked)
     uniq = lambda xs: tuple(dict.fromkeys(xs))  # noqa: E731
-    return ProbeSpec(uniq(files), uniq(dirs), uniq(pkgs), uniq(units))
+    return ProbeSpec(uniq(files), uniq(dirs), uniq(pkgs), uniq(units), facts)
 
 
 def desired_hash(states: list[RoleState]) -> str:

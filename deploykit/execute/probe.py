@@ -18,6 +18,7 @@ SEED_DIR = "/var/lib/deploykit/seeds"
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./@:+-]+$")
 _UNIT = re.compile(r"^[A-Za-z0-9_.@:-]+$")
 _PKG = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+_FACT = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
 class ProbeError(ValueError):
@@ -39,8 +40,12 @@ class ProbeSpec:
     directories: tuple[str, ...] = ()
     packages: tuple[str, ...] = ()
     units: tuple[str, ...] = ()
+    facts: tuple[tuple[str, str], ...] = ()  # (name, sh script printing the value) per service HostFact
 
     def __post_init__(self) -> None:
+        for name, _ in self.facts:
+            if not _FACT.match(name):
+                raise ValueError(f"unsafe fact name: {name!r}")
         for p in (*self.files, *self.directories):
             if not _SAFE_PATH.match(p):
                 raise ValueError(f"unsafe path for the probe: {p!r}")
@@ -67,6 +72,8 @@ class HostFacts:
     directories: dict[str, tuple[int, str, str] | None] = field(default_factory=dict)
     packages: dict[str, bool] = field(default_factory=dict)  # installed?
     units: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (is-enabled, is-active)
+    facts: dict[str, str] = field(default_factory=dict)  # HostFact name -> value ("" if none)
+    fact_errors: dict[str, str] = field(default_factory=dict)  # HostFact name -> what its script printed
 
     def fingerprint(self) -> str:
         """A hash of everything observed: a saved plan is stale once this changes."""
@@ -77,6 +84,7 @@ class HostFacts:
             "dirs": {p: list(d) if d else None for p, d in sorted(self.directories.items())},
             "packages": dict(sorted(self.packages.items())),
             "units": {u: list(s) for u, s in sorted(self.units.items())},
+            "facts": dict(sorted(self.facts.items())),
         }
         return sha256(json.dumps(data, sort_keys=True))
 
@@ -104,6 +112,13 @@ def probe_command(spec: ProbeSpec) -> str:
         lines.append(
             f"printf '@@UNIT %s %s %s\\n' {q(unit)} \"$(systemctl is-enabled {q(unit)} 2>/dev/null || true)\" "
             f"\"$(systemctl is-active {q(unit)} 2>/dev/null || true)\""
+        )
+    for name, script in spec.facts:
+        # The script's last line is the value; if it fails, its output (stderr too) says why.
+        lines.append(
+            f"v=$( ( {script} ) 2>&1 ); if [ $? -eq 0 ]; then printf '@@FACT %s %s\\n' {name} "
+            f"\"$(printf '%s\\n' \"$v\" | tail -n 1)\"; else printf '@@FACTERR %s %s\\n' {name} "
+            f"\"$(printf '%s' \"$v\" | tr '\\n' ' ' | cut -c1-300)\"; fi"
         )
     lines.append("echo @@END")
     return "\n".join(lines) + "\n"
@@ -141,6 +156,10 @@ def parse_probe(spec: ProbeSpec, lines: list[str]) -> HostFacts:
                 enabled = parts[2] if len(parts) > 2 and parts[2] else "absent"
                 active = parts[3] if len(parts) > 3 and parts[3] else "inactive"
                 facts.units[parts[1]] = (enabled, active)
+            elif tag == "@@FACT":
+                facts.facts[parts[1]] = " ".join(parts[2:]).strip()
+            elif tag == "@@FACTERR":
+                facts.fact_errors[parts[1]] = " ".join(parts[2:]).strip() or "failed without a message"
             elif tag == "@@END":
                 ended = True
         except (IndexError, ValueError, StopIteration) as exc:

@@ -45,6 +45,8 @@ def nspawn_argv(server: Server, root: Path, binds: tuple[tuple[Path, str], ...] 
         "systemd-nspawn", "--boot", "--register=no", "--keep-unit", f"--machine={server.name}",
         f"--directory={root}", f"--network-bridge={server.segment.bridge}", "--resolv-conf=off",
         "--timezone=off", "--link-journal=no", "--console=read-only",
+        # The TUN device: the mesh's wireguard-go (this machine's kernel has no WireGuard module) needs it.
+        "--bind=/dev/net/tun",
         *(f"--bind-ro={src}:{dst}" for src, dst in binds),
     ]  # fmt: skip
 

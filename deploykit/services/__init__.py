@@ -6,11 +6,12 @@ are explicit: a service that fails to import is an error at start-up, never a si
 
 from __future__ import annotations
 
-from deploykit.services import app, base, cache, db, dns, etcd, lb
+from deploykit.services import app, base, cache, db, dns, etcd, lb, mesh
 from deploykit.services.contract import Service
 
 SERVICES: tuple[Service, ...] = (
     base.SERVICE,
+    mesh.SERVICE,
     etcd.SERVICE,
     db.SERVICE,
     cache.SERVICE,

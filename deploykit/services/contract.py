@@ -12,7 +12,7 @@ it never names a service.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from ipaddress import IPv4Address
@@ -71,6 +71,24 @@ class Sysctl:
     @property
     def proc_path(self) -> str:
         return "/proc/sys/" + self.key.replace(".", "/")
+
+
+@dataclass(frozen=True, slots=True)
+class HostFact:
+    """A value a service reads from each host it runs on before its config is computed (e.g. the host's
+    public WireGuard key, made on the host so that the private one never leaves it).
+
+    `read` prints the value (one line; nothing: none yet) and changes nothing: every online plan runs it.
+    `ensure`, when given, makes the value if it is missing and prints it; it runs instead of `read` when the
+    plan is going to be applied (`apply`, `plan --out`), and its failure fails that host's plan with its
+    output. Both are POSIX sh, run in the probe's one round trip. A fact a run could not read (the host is
+    unreachable or outside --limit) keeps the value last read, stored beside the inventory (facts store).
+    """
+
+    name: str  # unique over all services: "<service>-<what>"
+    read: str
+    ensure: str | None = None
+    stored: bool = True  # keep the last value read for runs that cannot read it
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +159,15 @@ class ConfigContext:
     placement: Placement
     secret: Callable[[str], Secret]
     services: tuple[Service, ...] = field(default_factory=lambda: _registered())
+    # Host name -> fact name -> value (`Service.host_facts`); empty in an offline plan and for hosts never
+    # read: a service's config must work without (e.g. leave a peer whose key is unknown out, and say so).
+    facts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     _memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def fact(self, host: str, name: str) -> str | None:
+        """The value of fact `name` on `host`, or None when it is not known."""
+        value = self.facts.get(host, {}).get(name)
+        return value or None
 
     def shared(self, key: str, compute: Callable[[], T]) -> T:
         """Compute something once for every host of this run (e.g. reading the app's source directory)."""
@@ -183,6 +209,8 @@ class Service:
     tier_column: ClassVar[int] = 100
     # Debian packages it installs (for the lab's image); its desired state lists them per host.
     packages: ClassVar[tuple[str, ...]] = ()
+    # What it reads from its hosts before its config is computed (see HostFact).
+    host_facts: ClassVar[tuple[HostFact, ...]] = ()
 
     @property
     def role(self) -> str | None:
@@ -219,6 +247,11 @@ class Service:
         return ()
 
     def sysctls(self, host: Host) -> tuple[Sysctl, ...]:
+        return ()
+
+    def check(self, ctx: ConfigContext, host: Host) -> tuple[str, ...]:
+        """Problems its facts show on `host` (a host it runs on), for the online plan to report by name
+        (e.g. a mesh tunnel with no recent handshake). Nothing is changed because of them."""
         return ()
 
     # --- per host ------------------------------------------------------------------------------------------

@@ -124,6 +124,7 @@ def test_a_first_apply_runs_every_phase_in_order_each_as_its_rollout_says(lab: L
     result = lab.apply(fake, on_phase_done=done.append)
     assert fake.briefs() == [
         ("base", "change", ALL),
+        ("mesh", "change", ALL),
         ("etcd", "change", DATA),
         ("db", "change", DATA),
         ("cache", "change", ("ams1-data-1",)), ("cache", "change", ("fra1-data-1",)),
@@ -133,7 +134,7 @@ def test_a_first_apply_runs_every_phase_in_order_each_as_its_rollout_says(lab: L
         ("dns", "change", ("ams1-data-1",)), ("dns", "change", ("fra1-data-1",)), ("dns", "change", ("rbx1-data-1",)),
     ]  # no worker phase: on the lab a web host's app state holds its worker's
     assert [(p.role, p.hosts, p.failed) for p in done] == [
-        ("base", 9, []), ("etcd", 3, []), ("db", 3, []), ("cache", 3, []), ("lb", 6, []), ("app", 6, []),
+        ("base", 9, []), ("mesh", 9, []), ("etcd", 3, []), ("db", 3, []), ("cache", 3, []), ("lb", 6, []), ("app", 6, []),
         ("dns", 3, [])]
     assert result.phases == done
     assert result.ok and not result.aborted and result.degraded == []
@@ -204,14 +205,15 @@ def test_one_unreachable_data_host_goes_on_without_it(lab: Lab) -> None:
     result = lab.apply(fake, lab.plan(unreachable={"fra1-data-1": "unreachable: timed out"}))
     assert not result.aborted
     assert "fra1-data-1" not in fake.hosts_sent()
-    assert fake.briefs()[:6] == [
+    assert fake.briefs()[:7] == [
         ("base", "change", tuple(h for h in ALL if h != "fra1-data-1")),
+        ("mesh", "change", tuple(h for h in ALL if h != "fra1-data-1")),
         ("etcd", "change", ("ams1-data-1", "rbx1-data-1")),
         ("db", "change", ("ams1-data-1", "rbx1-data-1")),
         ("cache", "change", ("ams1-data-1",)), ("cache", "change", ("rbx1-data-1",)),
         ("lb", "change", WEB),
     ]
-    assert fake.phases() == ["base", "etcd", "db", "cache", "lb", "app", "dns"]
+    assert fake.phases() == ["base", "mesh", "etcd", "db", "cache", "lb", "app", "dns"]
     assert not result.ok  # an unreachable host is not a success
     assert recap(result)["fra1-data-1"] == ("unreachable", "unreachable: timed out")
 
@@ -231,8 +233,9 @@ def test_hosts_failing_a_phase_that_takes_its_tier_down_stop_the_apply_after_tha
     fake = FakeExecutor().fail("fra1-data-1", phase="etcd").fail("rbx1-data-1", phase="etcd")
     result = lab.apply(fake)
     assert result.aborted == f"stopped after phase etcd: {ETCD_DOWN}"
-    assert fake.briefs() == [("base", "change", ALL), ("etcd", "change", DATA)]
-    assert [(p.role, p.failed) for p in result.phases] == [("base", []), ("etcd", ["fra1-data-1", "rbx1-data-1"])]
+    assert fake.briefs() == [("base", "change", ALL), ("mesh", "change", ALL), ("etcd", "change", DATA)]
+    assert [(p.role, p.failed) for p in result.phases] == [("base", []), ("mesh", []),
+                                                           ("etcd", ["fra1-data-1", "rbx1-data-1"])]
     assert recap(result)["fra1-data-1"] == ("failed", f"[etcd] install etcd-server, etcd-client: {ERROR}")
     assert result.recap["ams1-data-1"].status == "changed"
     assert not result.ok
@@ -253,7 +256,7 @@ def test_one_at_a_time_stops_at_the_first_failed_host(lab: Lab) -> None:
     ran (skipped, not failed: the cache tier still counts it), and so does the apply."""
     fake = FakeExecutor().fail("fra1-data-1", phase="cache")
     result = lab.apply(fake)
-    assert fake.phases() == ["base", "etcd", "db", "cache"]
+    assert fake.phases() == ["base", "mesh", "etcd", "db", "cache"]
     assert [c.hosts for c in fake.in_phase("cache")] == [["ams1-data-1"], ["fra1-data-1"]]
     assert recap(result)["rbx1-data-1"] == ("skipped", "[cache] not updated: fra1-data-1 failed first (one host "
                                                        "at a time)")
@@ -280,7 +283,7 @@ def test_a_host_that_failed_a_phase_gets_no_later_phase(lab: Lab) -> None:
     fake = FakeExecutor().fail("rbx1-data-1", phase="base")
     result = lab.apply(fake)
     assert not result.aborted  # etcd keeps quorum with two members
-    assert fake.briefs()[1:3] == [("etcd", "change", ("ams1-data-1", "fra1-data-1")),
+    assert fake.briefs()[2:4] == [("etcd", "change", ("ams1-data-1", "fra1-data-1")),
                                   ("db", "change", ("ams1-data-1", "fra1-data-1"))]
     assert [c.phase for c in fake.calls if "rbx1-data-1" in c.steps] == ["base"]
     assert recap(result)["rbx1-data-1"] == (

@@ -31,6 +31,7 @@ def test_nspawn_and_supervisor() -> None:
     assert " ".join(argv) == (
         "systemd-nspawn --boot --register=no --keep-unit --machine=fra1-web-1 --directory=/srv/root"
         " --network-bridge=dklab1 --resolv-conf=off --timezone=off --link-journal=no --console=read-only"
+        " --bind=/dev/net/tun"
     )
     sup = supervisor_argv([Path("/cg/systemd/x"), Path("/cg/unified/x")], ["systemd-nspawn", "--boot"])
     assert sup == [

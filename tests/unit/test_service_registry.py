@@ -141,7 +141,7 @@ def test_resilience_judges_it_by_its_own_rule(inv: Inventory) -> None:
 def test_its_desired_state_and_firewall_come_with_it(inv: Inventory) -> None:
     placement = plan_placement(inv, WITH_SEARCH)
     states = desired_states(inv, placement, secret, services=WITH_SEARCH)
-    assert [s.role for s in states["fra1-search-1"]] == ["base", "search"]
+    assert [s.role for s in states["fra1-search-1"]] == ["base", "mesh", "search"]
     (search,) = [s for s in states["fra1-search-1"] if s.role == "search"]
     assert search.files[0].path == CONF and "api_key = s3cr3t-search-api-key" in search.files[0].content
     # base's firewall opens its port on its hosts, to the app hosts only
@@ -166,7 +166,7 @@ def test_the_apply_runs_its_phase_after_the_others_and_stops_on_its_tier(inv: In
     fake = FakeExecutor()
     result = apply_plan(online_plan(inv, states), fake, placement, on_phase=fake.on_phase, services=WITH_SEARCH)
     assert result.ok
-    assert fake.phases() == ["base", "etcd", "db", "cache", "lb", "app", "search"]
+    assert fake.phases() == ["base", "mesh", "etcd", "db", "cache", "lb", "app", "search"]
     assert fake.briefs()[-1] == ("search", "change", ("fra1-search-1", "rbx1-search-1"))
     assert fake.calls[-1].descriptions("fra1-search-1")[0] == "install sphinxsearch"
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from deploykit.inventory.model import Host
 from deploykit.plan.desired import RoleState
-from deploykit.services.base.config import BaseHostConfig, base_config
+from deploykit.services.base.config import NAME, BaseHostConfig, base_config
 from deploykit.services.base.state import PACKAGES, desired
 from deploykit.services.contract import ConfigContext, Service
 
 
 class Base(Service):
-    name = "base"
+    name = NAME
     every_host = True
     packages = PACKAGES
 

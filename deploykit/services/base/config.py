@@ -14,6 +14,7 @@ from ipaddress import IPv4Address
 from deploykit.inventory.model import Host
 from deploykit.services.contract import ConfigContext, FirewallRule, Sysctl
 
+NAME = "base"
 __all__ = ["BaseHostConfig", "FirewallRule", "HostsEntry", "Sysctl", "base_config", "firewall_rules", "sysctls"]
 
 
@@ -37,7 +38,7 @@ def firewall_rules(ctx: ConfigContext, host: Host) -> tuple[FirewallRule, ...]:
     left out)."""
     rules = [FirewallRule("ssh", "tcp", host.ssh.port, None)]
     for service in ctx.services:
-        if not service.every_host and service.runs_on(host):
+        if service.name != NAME and service.runs_on(host):
             rules += [r for r in service.firewall(ctx, host) if r.sources is None or r.sources]
     return tuple(rules)
 
@@ -46,7 +47,7 @@ def sysctls(ctx: ConfigContext, host: Host) -> tuple[Sysctl, ...]:
     wanted = {"net.core.somaxconn": Sysctl("net.core.somaxconn", "4096",
                                            "listen backlog for HAProxy, gunicorn, PostgreSQL")}
     for service in ctx.services:
-        if not service.every_host and service.runs_on(host):
+        if service.name != NAME and service.runs_on(host):
             for s in service.sysctls(host):
                 if s.key in wanted and wanted[s.key].value != s.value:
                     raise ValueError(f"{host.name}: services disagree on {s.key} ({wanted[s.key].value} vs {s.value})")
