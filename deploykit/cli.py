@@ -200,6 +200,19 @@ def secrets_get(inventory: Path, name: str) -> None:
     click.echo(SecretStore(load_inventory(inventory), create_key=False).existing(name).reveal())
 
 
+@secrets.command("ca")
+@click.argument("inventory", type=click.Path(dir_okay=False, path_type=Path))
+def secrets_ca(inventory: Path) -> None:
+    """Print the certificate (PEM) of deploykit's CA for INVENTORY, for clients to trust the HTTPS it serves
+    (e.g. curl --cacert); made now if no plan made it yet."""
+    from deploykit.inventory import load_inventory
+    from deploykit.secrets_store import SecretStore
+    from deploykit.services.lb.tls import deployment_ca
+
+    inv = load_inventory(inventory)
+    click.echo(deployment_ca(inv, SecretStore(inv)), nl=False)
+
+
 def _report_error(exc: DeploykitError) -> None:
     lines = exc.lines()
     if isinstance(exc, InventoryError):

@@ -3,6 +3,11 @@
 File: `<inventory dir>/<deployment name>.secrets` (a Fernet token: AES-128-CBC + HMAC-SHA256), safe to commit.
 Key: `$DEPLOYKIT_KEY_FILE`, else `~/.config/deploykit/keys/<deployment name>.key` (created on first use, 0600).
 A key file inside the inventory's directory is refused: whoever can read the directory must not get both.
+
+Most secrets are random passwords, generated on first use. A secret of another kind (a private key, a
+certificate) is made by the service that owns it, which registers a `SecretMaker` for its names: asked for
+that secret, the store hands the maker the stored value, and keeps what it returns (the same value while it is
+still good: a second plan changes nothing; a new one when it must be renewed, stored before it is used).
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ import json
 import os
 import secrets as pysecrets
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -28,6 +35,36 @@ LENGTH = 32
 
 class SecretsError(DeploykitError):
     """The secrets file or its key cannot be used."""
+
+
+@dataclass(frozen=True)
+class SecretMaker:
+    """How the secrets named `pattern` (fnmatch) are made, instead of a random password.
+
+    `make(store, name, current)` returns the value to keep: `current` (None: nothing stored yet) while it is
+    still good, else a new one. It may ask the store for other secrets (e.g. a CA's key to sign with). Public
+    values (a certificate) are kept in the store beside their keys but are not redacted from plans.
+    """
+
+    pattern: str
+    make: Callable[[SecretStore, str, str | None], str]
+    public: bool = False
+
+
+_MAKERS: dict[str, SecretMaker] = {}
+
+
+def register_maker(maker: SecretMaker) -> None:
+    """Called by the service package that owns the secrets (at import, like its registration)."""
+    _MAKERS[maker.pattern] = maker
+
+
+def maker_for(name: str) -> SecretMaker | None:
+    # The registered services' makers: imported here, not at the top (the services build on this module), so
+    # that a store used on its own (the `secrets` command) knows them too.
+    import deploykit.services  # noqa: F401
+
+    return next((m for m in _MAKERS.values() if fnmatchcase(name, m.pattern)), None)
 
 
 def key_path(inv: Inventory) -> Path:
@@ -67,6 +104,8 @@ class SecretStore:
                                f"{inv.directory}; keep it elsewhere (set DEPLOYKIT_KEY_FILE)")
         self._fernet = Fernet(self._load_key(create_key))
         self._values: dict[str, str] = self._read()
+        self._checked: dict[str, str] = {}  # made secrets whose maker kept them in this run
+        self._lock_depth = 0
 
     def _load_key(self, create: bool) -> bytes:
         if self.key_file.exists():
@@ -101,12 +140,22 @@ class SecretStore:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        lock = self.path.with_name(self.path.name + ".lock")
-        with open(lock, "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+        """The store's file lock; re-entrant (a maker asks for the secrets it is made from)."""
+        if self._lock_depth:
+            self._lock_depth += 1
             try:
                 yield
             finally:
+                self._lock_depth -= 1
+            return
+        lock = self.path.with_name(self.path.name + ".lock")
+        with open(lock, "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def _write(self) -> None:
@@ -116,7 +165,10 @@ class SecretStore:
         os.replace(tmp, self.path)
 
     def get(self, name: str) -> Secret:
-        """The secret `name`, generated and stored on first use."""
+        """The secret `name`, generated and stored on first use (made by its maker, if it has one)."""
+        maker = maker_for(name)
+        if maker is not None:
+            return self._made(name, maker)
         if name not in self._values:
             with self._locked():
                 self._values.update({k: v for k, v in self._read().items() if k not in self._values})
@@ -124,6 +176,24 @@ class SecretStore:
                     self._values[name] = "".join(pysecrets.choice(ALPHABET) for _ in range(LENGTH))
                     self._write()
         return Secret(name, self._values[name])
+
+    def _made(self, name: str, maker: SecretMaker) -> Secret:
+        current = self._values.get(name)
+        if current is not None and self._checked.get(name) == current:
+            return Secret(name, current)
+        value = maker.make(self, name, current)
+        if value != current:
+            with self._locked():
+                stored = self._read()
+                self._values.update({k: v for k, v in stored.items() if k not in self._values})
+                theirs = stored.get(name)
+                if theirs is not None and theirs != current:  # another run made it meanwhile: judge theirs
+                    value = maker.make(self, name, theirs)
+                self._values[name] = value
+                if value != stored.get(name):
+                    self._write()
+        self._checked[name] = value
+        return Secret(name, value)
 
     def existing(self, name: str) -> Secret:
         if name not in self._values:
@@ -135,4 +205,10 @@ class SecretStore:
         return sorted(self._values)
 
     def redactor(self) -> Redactor:
-        return Redactor(Secret(k, v) for k, v in self._values.items())
+        """Every stored value but the public ones (certificates), and any PEM private key."""
+        return Redactor(Secret(k, v) for k, v in self._values.items() if not _public(k))
+
+
+def _public(name: str) -> bool:
+    maker = maker_for(name)
+    return maker is not None and maker.public

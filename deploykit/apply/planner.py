@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from deploykit.apply.phases import desired_states, fact_scripts, stored_facts
 from deploykit.execute import executor
 from deploykit.execute.diff import HostPlan, diff_host, probe_spec
-from deploykit.execute.probe import HostFacts
+from deploykit.execute.probe import HostFacts, ProbeSpec
 from deploykit.facts_store import load_facts, merge_facts, save_facts
 from deploykit.inventory.model import Host, Inventory
 from deploykit.plan.desired import RoleState
@@ -67,8 +67,7 @@ def make_plan(inv: Inventory, placement: Placement, store: SecretStore, hosts: l
     plan = OnlinePlan(inv, inventory_sha256(inv), limit=limit)
     session = executor.connect(hosts, accept_new_host_keys=accept_new_host_keys, progress=on_connect)
     plan.unreachable = dict(session.unreachable)
-    specs = {h.name: probe_spec(states[h.name], fact_scripts(h, ensure_facts))
-             for h in hosts if h.name not in session.unreachable}
+    specs = {h.name: _spec(states[h.name], h, ensure_facts) for h in hosts if h.name not in session.unreachable}
     probed, errors = executor.probe(session, specs)
     plan.probe_failed = errors
     for name, hf in list(probed.items()):
@@ -87,6 +86,14 @@ def make_plan(inv: Inventory, placement: Placement, store: SecretStore, hosts: l
             if found:
                 plan.findings[h.name] = found
     return plan, session
+
+
+def _spec(states: list[RoleState], host: Host, ensure_facts: bool) -> ProbeSpec:
+    """The probe of `host`: its desired state's items, its services' facts, and every package a service that
+    reads facts may want (which of them it wants is known only once the facts are read)."""
+    spec = probe_spec(states, fact_scripts(host, ensure_facts))
+    maybe = [p for s in SERVICES if s.host_facts and s.runs_on(host) for p in s.packages]
+    return replace(spec, packages=tuple(dict.fromkeys((*spec.packages, *maybe))))
 
 
 def _with_facts(inv: Inventory, placement: Placement, store: SecretStore, hosts: list[Host],

@@ -27,6 +27,7 @@ from deploykit.inventory.model import (
     Host,
     Inventory,
     LbService,
+    LbTls,
     Services,
     Site,
     SshSettings,
@@ -36,6 +37,7 @@ from deploykit.inventory.ranges import RangeError, check_range_addresses, expand
 from deploykit.inventory.shape import describe, validate_part
 from deploykit.inventory.spelling import check_one_spelling, fold, other_spelling
 from deploykit.inventory.suggest import did_you_mean
+from deploykit.inventory.tlschecks import check_tls
 from deploykit.inventory.yamlsource import KeyPath, Source
 
 SUPPORTED_VERSION = 1
@@ -106,7 +108,9 @@ def build(src: Source, file: Path, roles: tuple[str, ...]) -> Inventory | None:
     mesh, mesh_addresses = build_mesh(src, mesh_spec, (MeshEntry(e.path, e.names, e.spec.mesh_address)
                                                         for e in entries), public)
     hosts = _build_hosts(src, entries, sites, file, ssh_defaults, ssh, roles, mesh_addresses)
-    svc = _build_services(services)
+    tls = check_tls(src, file, services.lb.tls if services else None, head.domain if head else None,
+                    services.dns.names if services else [])
+    svc = _build_services(services, tls)
     _check_tiers(src, sites, entries, levels, roles)
     _check_dns(src, sites, entries, roles, services, head.domain if head else None)
     _check_ports(src, svc, hosts, entries)
@@ -360,13 +364,13 @@ def _build_hosts(src: Source, entries: list[_Entry], sites: dict[str, Site | Non
     return hosts
 
 
-def _build_services(spec: schema.ServicesSpec | None) -> Services:
+def _build_services(spec: schema.ServicesSpec | None, tls: LbTls) -> Services:
     if spec is None:
         return Services()
     return Services(
         app=AppService(**spec.app.model_dump()), db=DbService(**spec.db.model_dump()),
         cache=CacheService(**spec.cache.model_dump()), etcd=EtcdService(**spec.etcd.model_dump()),
-        lb=LbService(**spec.lb.model_dump()),
+        lb=LbService(**spec.lb.model_dump(exclude={"tls"}), tls=tls),
         dns=DnsService(ttl=spec.dns.ttl, names=tuple(spec.dns.names), check_interval=spec.dns.check_interval,
                        check_timeout=spec.dns.check_timeout),
     )
@@ -503,9 +507,9 @@ _FIXED_PORTS = {DNS_ROLE: {53: "DNS (always port 53)"}}
 def _check_ports(src: Source, svc: Services, hosts: list[Host], entries: list[_Entry]) -> None:
     """Two services of one host must not listen on the same port."""
     ports = {
-        "lb": {"lb.http_port": svc.lb.http_port, "lb.stats_port": svc.lb.stats_port,
-               "lb.db_primary_port": svc.lb.db_primary_port, "lb.db_replica_port": svc.lb.db_replica_port,
-               "lb.cache_port": svc.lb.cache_port},
+        "lb": {"lb.http_port": svc.lb.http_port, "lb.https_port": svc.lb.https_port,
+               "lb.stats_port": svc.lb.stats_port, "lb.db_primary_port": svc.lb.db_primary_port,
+               "lb.db_replica_port": svc.lb.db_replica_port, "lb.cache_port": svc.lb.cache_port},
         "app": {"app.port": svc.app.port},
         "db": {"db.port": svc.db.port, "db.patroni_port": svc.db.patroni_port},
         "cache": {"cache.port": svc.cache.port, "cache.sentinel_port": svc.cache.sentinel_port},

@@ -101,13 +101,31 @@ class EtcdService:
 
 
 @dataclass(frozen=True, slots=True)
+class LbTls:
+    """Where the edge certificate comes from: the user's files (checked when the inventory is loaded), or,
+    without them, deploykit's CA for the deployment (kept in the secrets store, see services/lb/tls.py)."""
+
+    certificate: Path | None = None  # absolute; the certificate then its chain (PEM)
+    key: Path | None = None  # absolute; its private key (PEM): read at plan time as a secret
+    warn_days: int = 30  # a certificate this close to its expiry is a plan warning
+
+    @property
+    def own(self) -> bool:
+        """The user's certificate (else deploykit's CA issues one)."""
+        return self.certificate is not None
+
+
+@dataclass(frozen=True, slots=True)
 class LbService:
     http_port: int = 80
+    https_port: int = 443
     stats_port: int = 8404
     db_primary_port: int = 5000
     db_replica_port: int = 5001
     cache_port: int = 6380
     check_interval_ms: int = 1000
+    hsts: int = 0  # Strict-Transport-Security max-age (seconds) on HTTPS answers; 0: none
+    tls: LbTls = field(default_factory=LbTls)
 
 
 @dataclass(frozen=True, slots=True)

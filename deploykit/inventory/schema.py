@@ -97,13 +97,26 @@ class EtcdSpec(_Spec):
     peer_port: Port = 2380
 
 
+class LbTlsSpec(_Spec):
+    """The edge certificate: the user's own (both paths, relative to the inventory file), or none of them
+    (deploykit's CA for the deployment issues one)."""
+
+    certificate: StrictStr | None = None  # PEM: the certificate, then its chain
+    key: StrictStr | None = None  # PEM private key, without a passphrase
+    warn_days: Annotated[StrictInt, Field(ge=0, le=3650)] = 30  # a plan warns this close to the expiry
+
+
 class LbSpec(_Spec):
     http_port: Port = 80
+    https_port: Port = 443
     stats_port: Port = 8404
     db_primary_port: Port = 5000
     db_replica_port: Port = 5001
     cache_port: Port = 6380
     check_interval_ms: Annotated[StrictInt, Field(ge=100, le=60_000)] = 1000
+    # Strict-Transport-Security max-age in seconds on HTTPS answers (at most two years); 0: no header.
+    hsts: Annotated[StrictInt, Field(ge=0, le=63_072_000)] = 0
+    tls: LbTlsSpec = Field(default_factory=LbTlsSpec)
 
 
 class DnsSpec(_Spec):

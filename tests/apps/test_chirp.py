@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -117,6 +119,43 @@ def test_env_file_parsing_matches_systemd_quoting() -> None:
     env = parse_env_file('# c\nCHIRP_DB_PASSWORD="a\\"b\\\\c"\nCHIRP_SENTINELS=10.0.0.1:26379,10.0.0.2:26379\n\n')
     assert env["CHIRP_DB_PASSWORD"] == 'a"b\\c'
     assert Settings.from_env(env).sentinels == (("10.0.0.1", 26379), ("10.0.0.2", 26379))
+
+
+# --- several database hosts (a site's load balancers on the mesh) -------------------------------------------
+
+
+def connected_host(settings: Any, db_host: str) -> tuple[str, float]:
+    """The host a fresh connection ended up on, with CHIRP_DB_HOST set to `db_host`, and how long it took."""
+    from chirp.db import Database
+
+    start = time.monotonic()
+    conn = Database(dataclasses.replace(settings, db_host=db_host)).connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+        return conn.info.host, time.monotonic() - start
+    finally:
+        conn.close()
+
+
+def test_several_hosts_share_one_port_and_a_refusing_host_is_skipped(settings: Any) -> None:
+    # 127.0.0.3: nothing listens on the port there (PostgreSQL listens on 127.0.0.1 only).
+    host, took = connected_host(settings, "127.0.0.3,127.0.0.1")
+    assert host == "127.0.0.1" and took < 1.5
+
+
+def test_a_silent_host_costs_at_most_the_connect_timeout(settings: Any, services: Services) -> None:
+    from chirp.db import CONNECT_TIMEOUT_S
+
+    # A dead load balancer across the mesh answers nothing (WireGuard drops the packets): a listener that
+    # never speaks is the same to libpq.
+    with ThreadPoolExecutor(1) as pool, socket.socket() as silent:  # the socket closes first
+        silent.bind(("127.0.0.2", services.pg_port))
+        silent.listen(8)
+        attempt = pool.submit(connected_host, settings, "127.0.0.2,127.0.0.1")
+        host, took = attempt.result(timeout=CONNECT_TIMEOUT_S + 10)  # without a timeout libpq would wait on
+    assert host == "127.0.0.1"
+    assert CONNECT_TIMEOUT_S - 0.5 <= took < CONNECT_TIMEOUT_S + 2
 
 
 # --- migrations ----------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The dns service's rendered files in a real PowerDNS Authoritative (Debian's pdns-server 4.7 + bind backend),
 on this machine, without the lab: every query and every health check stays on 127.0.0.0/8.
 
-A three-site inventory whose entry addresses (the sites' VIPs) are 127.0.0.x addresses where small HTTP
-servers answer the app's health path with 200, 503 or nothing at all, or refuse connections; pdns_server runs
+A three-site inventory whose entry addresses (the sites' VIPs) are 127.0.0.x addresses where small HTTPS
+servers (a certificate from a throw-away deploykit CA, which this machine does not trust: PowerDNS 4.7's checks
+do not verify it) answer the app's health path with 200, 503 or nothing at all, or refuse connections; pdns_server runs
 in the foreground with the files deploykit renders for a dns host (its listen address moved to a free
 127.0.0.x address and port, its paths into a temporary directory), each installed through its own validate
 command, and `dig` asks it.
@@ -16,6 +17,7 @@ import dataclasses
 import random
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -34,6 +36,7 @@ from deploykit.secret import Secret
 from deploykit.services.contract import ConfigContext
 from deploykit.services.dns import state as dns
 from deploykit.services.dns.config import DnsHostConfig, dns_config
+from deploykit.services.lb.tls import issue_ca, issue_edge, new_key
 
 PDNS_SERVER = shutil.which("pdns_server") or shutil.which("pdns_server", path="/usr/sbin:/sbin")
 PDNS_CONTROL = shutil.which("pdns_control")
@@ -49,21 +52,43 @@ NAMES = (ZONE, f"www.{ZONE}", f"api.{ZONE}")
 SITES = ("fra1", "rbx1", "ams1")
 
 
-# --- the sites' entries: HTTP servers answering the health path ----------------------------------------------
+# --- the sites' entries: HTTPS servers answering the health path ---------------------------------------------
+
+
+def edge_tls(tmp: Path, addresses: tuple[str, ...]) -> ssl.SSLContext:
+    """A server context with an edge certificate for the zone's names from a new deploykit CA (as HAProxy's)."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    ca_key, key = new_key(), new_key()
+    ca = issue_ca(ca_key, "dns-local", now)
+    cert = issue_edge(ca_key, ca, key, NAMES, tuple(IPv4Address(a) for a in addresses), now)
+    pem = tmp / "edge.pem"
+    pem.write_text(cert + key)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pem)
+    return context
 
 
 @dataclass
 class Entries:
-    """One HTTP server per entry address, all on `port`: each answers /healthz as its state says, or is
+    """One HTTPS server per entry address, all on `port`: each answers /healthz as its state says, or is
     stopped (`kill`: its connections are refused, as a lost site's)."""
 
     addresses: tuple[str, ...]
     port: int
+    tls: ssl.SSLContext
     state: dict[str, str] = field(default_factory=dict)  # "ok" (200), "fail" (503), "hang" (never answers)
     servers: dict[str, ThreadingHTTPServer] = field(default_factory=dict)
     release: threading.Event = field(default_factory=threading.Event)
+    seen: set[tuple[str | None, str | None]] = field(default_factory=set)  # (TLS server name, Host header)
+    _sni: threading.local = field(default_factory=threading.local)
 
     def start(self) -> None:
+        def server_name(sock: ssl.SSLObject | ssl.SSLSocket, name: str | None, context: ssl.SSLContext) -> None:
+            self._sni.name = name
+
+        self.tls.sni_callback = server_name
         for a in self.addresses:
             self.state.setdefault(a, "ok")
             self.revive(a)
@@ -73,6 +98,7 @@ class Entries:
 
         class Health(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                entries.seen.add((getattr(entries._sni, "name", None), self.headers.get("Host")))
                 state = entries.state[address]
                 if state == "hang":
                     entries.release.wait(30)
@@ -87,6 +113,8 @@ class Entries:
                 pass
 
         server = ThreadingHTTPServer((address, self.port), Health)
+        # the handshake in the request's own thread (on its first read), never in the accepting one
+        server.socket = self.tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self.servers[address] = server
@@ -123,8 +151,8 @@ class Pdns:
     def install(self, cfg: DnsHostConfig) -> None:
         """Each rendered file through its own validate command, as the apply installs it."""
         self.cfg = cfg
-        state = dns.desired(cfg)
-        zone, named, dropin = state.files
+        files = {f.path: f for f in dns.desired(cfg).files}  # deploykit's CA is not installed on this machine
+        zone, named, dropin = files[cfg.zone_file], files[cfg.named_conf], files[dns.DROPIN]
         # the adjustments: listen on our address and port (in cfg), paths in root, the control socket in root
         for path, content, validate in ((cfg.zone_file, zone.content, zone.validate),
                                         (cfg.named_conf, named.content, named.validate),
@@ -190,7 +218,7 @@ def free_base() -> tuple[int, int]:
     raise RuntimeError("no free 127.0.0.x address and port found")
 
 
-def inventory_text(base: int, http_port: int) -> str:
+def inventory_text(base: int, https_port: int) -> str:
     """Three sites at three providers; their VIPs are the entries .base+1 .. .base+3; fra1-data-1 (.base) is the
     dns server under test, the others are only named (NS and glue)."""
     vip = {s: f"127.0.0.{base + i}" for i, s in enumerate(SITES, start=1)}
@@ -202,7 +230,7 @@ def inventory_text(base: int, http_port: int) -> str:
         lines.append(f"  {s}-web-1: {{address: 127.0.{i}.11, site: {s}, roles: [lb, app]}}")
         data = f"127.0.0.{base}" if s == "fra1" else f"127.0.{i}.21"
         lines.append(f"  {s}-data-1: {{address: {data}, site: {s}, roles: [dns]}}")
-    lines += ["services:", f"  lb: {{http_port: {http_port}}}", "  app: {health: /healthz}",
+    lines += ["services:", f"  lb: {{https_port: {https_port}}}", "  app: {health: /healthz}",
               "  dns: {ttl: 30, names: [api]}"]
     return "\n".join(lines) + "\n"
 
@@ -228,8 +256,9 @@ class Setup:
 def make_setup(tmp: Path) -> Setup:
     base, port = free_base()
     vips = tuple(f"127.0.0.{base + i}" for i in range(1, 4))
+    tls = edge_tls(tmp, vips)
     for _ in range(20):  # a port free on the three entry addresses
-        entries = Entries(vips, random.randint(20000, 60000))
+        entries = Entries(vips, random.randint(20000, 60000), tls)
         try:
             entries.start()
             break
@@ -321,6 +350,15 @@ def test_healthy_sites_are_all_answered_with_ns_glue_and_the_designed_serial(run
     # no zone transfers, no version
     assert "Transfer failed" in s.pdns.dig("AXFR", ZONE)
     assert s.pdns.ask("version.bind", "TXT") == []
+
+
+def test_checks_fetch_https_with_the_domain_as_server_name_and_host(running: Setup) -> None:
+    """ifurlup over https:// with the zone's name (SNI and Host, as a browser's), connected to each VIP; the
+    certificate is not one this machine trusts, and the checks pass all the same: PowerDNS 4.7 does not verify
+    it (see services/dns/config.py)."""
+    assert "ifurlup('https://chirp.test:" in Path(running.pdns.cfg.zone_file).read_text()
+    assert running.entries.seen and {sni for sni, _ in running.entries.seen} == {ZONE}
+    assert {host for _, host in running.entries.seen} <= {ZONE, f"{ZONE}:{running.entries.port}"}
 
 
 def test_the_labs_own_dns_client_reads_powerdns_answers(running: Setup) -> None:

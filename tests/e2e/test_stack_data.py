@@ -97,7 +97,8 @@ def test_first_apply_brings_up_redis_with_replicas_and_sentinels(lab: Lab, first
     addr = wait_for("sentinels agree on a master", lambda: ok(
         lab, "fra1-data-1", f"{auth} redis-cli -p 26379 sentinel get-master-addr-by-name chirp-lab").split())
     master_ip = addr[0]
-    master = {"10.77.1.21": "fra1-data-1", "10.77.2.21": "rbx1-data-1", "10.77.3.21": "ams1-data-1"}[master_ip]
+    # the sentinels know the cache hosts by their mesh addresses (all Redis traffic is on the mesh)
+    master = {str(h.mesh_address): h.name for h in load_inventory(LAB_INVENTORY).hosts}[master_ip]
     info = wait_for("2 connected replicas", lambda: (
         i if "connected_slaves:2" in (i := ok(lab, master, f"{auth} redis-cli info replication")) else None))
     assert "role:master" in info

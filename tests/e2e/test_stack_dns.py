@@ -19,11 +19,10 @@ import pytest
 
 from deploykit.inventory import load_inventory
 from deploykit.lab.lab import Lab
-from deploykit.lab.smoke import http
 from deploykit.plan import plan_placement
 from deploykit.services.dns.placement import dns_plan
 from tests.e2e.conftest import LAB_INVENTORY
-from tests.e2e.test_stack_web import stack  # noqa: F401 (the fixture, shared)
+from tests.e2e.test_stack_web import https, stack  # noqa: F401 (the fixture, shared)
 
 pytestmark = pytest.mark.e2e
 
@@ -182,4 +181,4 @@ def test_losing_the_patroni_leader_s_provider_drops_its_site_and_brings_it_back(
     serials = {dig(stack, via, a, ZONE, "SOA")[0].split()[2] for a in SERVERS.values()}
     assert len(serials) == 1
     for vip in VIPS.values():  # the lab as the next module expects it: every site serving
-        wait_for(f"{vip} healthy", lambda v=vip: http("GET", f"http://{v}/healthz")[0] == 200, timeout=120)
+        wait_for(f"{vip} healthy", lambda v=vip: https("GET", f"https://{v}/healthz")[0] == 200, timeout=120)

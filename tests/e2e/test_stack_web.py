@@ -6,15 +6,19 @@ Runs after test_stack_data.py (same lab session; applies the whole stack itself 
 from __future__ import annotations
 
 import shutil
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from deploykit.inventory import load_inventory
 from deploykit.lab.lab import Lab
-from deploykit.lab.smoke import http
+from deploykit.lab.smoke import client_context, http, request
 from deploykit.services.app.config import BUNDLED_APP
 from tests.e2e.conftest import LAB_INVENTORY, deploykit
 
@@ -24,12 +28,30 @@ INV = str(LAB_INVENTORY)
 VIP = {"fra1": "10.77.1.100", "rbx1": "10.77.2.100", "ams1": "10.77.3.100"}
 
 
+@cache
+def lab_tls() -> ssl.SSLContext:
+    """Trusting deploykit's CA for the lab (in its secrets store since the first apply): its edge certificate
+    names the VIPs too, so https://<VIP>/ verifies."""
+    return client_context(load_inventory(LAB_INVENTORY))
+
+
+def https(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 5) -> tuple[int, Any]:
+    """`http` trusting the lab's CA."""
+    return http(method, url, body, timeout, context=lab_tls())
+
+
+def https_url(address: str, path: str) -> str:
+    return f"https://{address}{path}"
+
+
 @dataclass
 class Loop:
-    """A steady request loop against one URL (every `every` seconds), recording every answer."""
+    """A steady request loop against one https:// URL (every `every` seconds), recording every answer."""
 
     url: str
     every: float = 0.05
+    method: str = "GET"
+    body: dict[str, Any] | None = None
     results: list[tuple[float, int]] = field(default_factory=list)
     releases: set[str] = field(default_factory=set)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -41,10 +63,10 @@ class Loop:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            code, body = http("GET", self.url, timeout=2)
+            code, answer = https(self.method, self.url, self.body, timeout=2)
             self.results.append((time.monotonic(), code))
-            if body and isinstance(body, dict) and body.get("release"):
-                self.releases.add(str(body["release"]))
+            if answer and isinstance(answer, dict) and answer.get("release"):
+                self.releases.add(str(answer["release"]))
             time.sleep(self.every)
 
     def __exit__(self, *exc: object) -> None:
@@ -62,9 +84,13 @@ def stack(lab: Lab) -> Lab:
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for vip in VIP.values():
         deadline = time.monotonic() + 60
-        while http("GET", f"http://{vip}/healthz")[0] != 200:
+        while https("GET", f"https://{vip}/healthz")[0] != 200:
             assert time.monotonic() < deadline, f"{vip} never became healthy"
             time.sleep(0.5)
+        moved = request("GET", f"http://{vip}/healthz")  # plain HTTP: a redirect to HTTPS, nothing served
+        assert moved.status == 308 and moved.location == https_url(vip, "/healthz"), moved
+        # the certificate names the domain (TLS server name and Host: the domain, connected to the VIP)
+        assert http("GET", "https://chirp.lab/healthz", context=lab_tls(), connect_to=vip)[0] == 200
     return lab
 
 
@@ -77,16 +103,17 @@ def vip_holder(lab: Lab, site: str) -> str | None:
 
 
 def test_a_post_written_through_one_vip_is_read_back_through_another(stack: Lab) -> None:
-    assert http("POST", f"http://{VIP['fra1']}/api/users", {"name": "e2e-writer"})[0] in (201, 409)
-    code, post = http("POST", f"http://{VIP['fra1']}/api/posts", {"author": "e2e-writer", "text": "across sites"})
+    assert https("POST", f"https://{VIP['fra1']}/api/users", {"name": "e2e-writer"})[0] in (201, 409)
+    code, post = https("POST", f"https://{VIP['fra1']}/api/posts",
+                       {"author": "e2e-writer", "text": "across sites"})
     assert code == 201 and post is not None
     for site in ("rbx1", "ams1"):
-        code, back = http("GET", f"http://{VIP[site]}/api/posts/{post['id']}")
+        code, back = https("GET", f"https://{VIP[site]}/api/posts/{post['id']}")
         assert code == 200 and back is not None and back["text"] == "across sites"
-    assert http("POST", f"http://{VIP['ams1']}/api/users", {"name": "e2e-reader"})[0] in (201, 409)
-    assert http("POST", f"http://{VIP['ams1']}/api/follow", {"follower": "e2e-reader", "followee": "e2e-writer"})[0] \
-        in (200, 201)
-    code, timeline = http("GET", f"http://{VIP['rbx1']}/api/timeline/e2e-reader")
+    assert https("POST", f"https://{VIP['ams1']}/api/users", {"name": "e2e-reader"})[0] in (201, 409)
+    followed = https("POST", f"https://{VIP['ams1']}/api/follow", {"follower": "e2e-reader", "followee": "e2e-writer"})
+    assert followed[0] in (200, 201)
+    code, timeline = https("GET", f"https://{VIP['rbx1']}/api/timeline/e2e-reader")
     assert code == 200 and timeline is not None
     assert any(p["id"] == post["id"] for p in timeline["posts"])
 
@@ -95,7 +122,7 @@ def test_killing_the_vip_holder_moves_the_vip_to_its_peer(stack: Lab, measure) -
     holder = vip_holder(stack, "fra1")
     assert holder is not None, "no fra1 lb holds the VIP"
     peer = "fra1-web-2" if holder == "fra1-web-1" else "fra1-web-1"
-    with Loop(f"http://{VIP['fra1']}/healthz") as loop:
+    with Loop(f"https://{VIP['fra1']}/healthz") as loop:
         time.sleep(1)
         t_kill = time.monotonic()
         stack.kill([holder])
@@ -124,7 +151,7 @@ def test_killing_the_vip_holder_moves_the_vip_to_its_peer(stack: Lab, measure) -
 def test_killing_an_app_host_drops_it_from_haproxy(stack: Lab, measure) -> None:
     holder = vip_holder(stack, "rbx1")
     victim = "rbx1-web-2" if holder == "rbx1-web-1" else "rbx1-web-1"
-    with Loop(f"http://{VIP['rbx1']}/api/posts/1") as loop:
+    with Loop(f"https://{VIP['rbx1']}/api/posts/1") as loop:
         time.sleep(1)
         t_kill = time.monotonic()
         stack.kill([victim])
@@ -152,15 +179,15 @@ def test_a_new_release_rolls_out_with_zero_failed_requests(stack: Lab, tmp_path:
     assert f"source: {src}" in text
     inv.write_text(text)
     try:
-        _, before = http("GET", f"http://{VIP['ams1']}/healthz")
+        _, before = https("GET", f"https://{VIP['ams1']}/healthz")
         assert before is not None
-        with Loop(f"http://{VIP['ams1']}/healthz", every=0.02) as loop:
+        with Loop(f"https://{VIP['ams1']}/healthz", every=0.02) as loop:
             t0 = time.monotonic()
             r = deploykit("apply", str(inv), "--yes", "--no-diff")
             took = time.monotonic() - t0
             time.sleep(1)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        _, after = http("GET", f"http://{VIP['ams1']}/healthz")
+        _, after = https("GET", f"https://{VIP['ams1']}/healthz")
         assert after is not None and after["release"] != before["release"]
         measure("rolling release of 6 app hosts", f"{took:.1f} s, {len(loop.failed)} failed of "
                 f"{len(loop.results)} requests; releases seen: {len(loop.releases)}")

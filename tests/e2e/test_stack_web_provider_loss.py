@@ -4,7 +4,7 @@ posts steadily while every server of one provider is powered off. Nothing acknow
 longest write outage must stay within 30 s + the TTL.
 
 Runs after test_stack_web (it reuses its `stack` fixture); destructive, so last. DNS queries go only to the lab's
-dns hosts, HTTP only to the addresses they answer (all in 10.77.0.0/16).
+dns hosts, HTTPS only to the addresses they answer (all in 10.77.0.0/16).
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ import pytest
 from deploykit.inventory import load_inventory
 from deploykit.lab.dnsquery import DnsQueryError, query
 from deploykit.lab.lab import Lab
-from deploykit.lab.smoke import http
 from deploykit.plan import plan_placement
 from deploykit.services.dns.placement import dns_plan
 from tests.e2e.conftest import LAB_INVENTORY
-from tests.e2e.test_stack_web import stack  # noqa: F401 (the fixture, shared)
+from tests.e2e.test_stack_web import https, stack  # noqa: F401 (the fixture, shared)
 
 pytestmark = pytest.mark.e2e
 
@@ -66,8 +65,8 @@ class Client:
 
     def write_once(self, n: int) -> None:
         for address in self.resolve():
-            code, body = http("POST", f"http://{address}/api/posts", {"author": self.author, "text": f"post {n}"},
-                              timeout=2)
+            code, body = https("POST", f"https://{address}/api/posts", {"author": self.author, "text": f"post {n}"},
+                               timeout=2)
             if code == 201 and isinstance(body, dict):
                 self.acked.append((time.monotonic(), int(body["id"])))
                 return
@@ -82,7 +81,7 @@ class Client:
 
     def __enter__(self) -> Client:
         for address in self.resolve():
-            if http("POST", f"http://{address}/api/users", {"name": self.author})[0] in (201, 409):
+            if https("POST", f"https://{address}/api/users", {"name": self.author})[0] in (201, 409):
                 break
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -111,7 +110,7 @@ def leader(lab: Lab) -> str:
 def wait_healthy(timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if all(http("GET", f"http://{e.address}/healthz", timeout=2)[0] == 200 for e in PLAN.entries):
+        if all(https("GET", f"https://{e.address}/healthz", timeout=2)[0] == 200 for e in PLAN.entries):
             return
         time.sleep(1)
     raise AssertionError("the sites did not all come back healthy")
@@ -132,7 +131,7 @@ def lose_provider(lab: Lab, provider: str, name_servers: tuple[str, ...], author
         time.sleep(5)
     outage = client.longest_outage(since=t_kill - 1)
     lost = [pid for _, pid in client.acked
-            if http("GET", f"http://{survivor.address}/api/posts/{pid}", timeout=5)[0] != 200]
+            if https("GET", f"https://{survivor.address}/api/posts/{pid}", timeout=5)[0] != 200]
     measure(f"DNS client, provider {provider} powered off ({len(victims)} servers)",
             f"{len(client.acked)} posts acknowledged, {len(lost)} lost, longest write outage {outage:.1f} s "
             f"(budget {OUTAGE_BUDGET_S} s), {len(client.failed)} failed attempts")

@@ -134,8 +134,8 @@ def test_a_first_apply_runs_every_phase_in_order_each_as_its_rollout_says(lab: L
         ("dns", "change", ("ams1-data-1",)), ("dns", "change", ("fra1-data-1",)), ("dns", "change", ("rbx1-data-1",)),
     ]  # no worker phase: on the lab a web host's app state holds its worker's
     assert [(p.role, p.hosts, p.failed) for p in done] == [
-        ("base", 9, []), ("mesh", 9, []), ("etcd", 3, []), ("db", 3, []), ("cache", 3, []), ("lb", 6, []), ("app", 6, []),
-        ("dns", 3, [])]
+        ("base", 9, []), ("mesh", 9, []), ("etcd", 3, []), ("db", 3, []), ("cache", 3, []), ("lb", 6, []),
+        ("app", 6, []), ("dns", 3, [])]
     assert result.phases == done
     assert result.ok and not result.aborted and result.degraded == []
     assert {r.status for r in result.recap.values()} == {"changed"}

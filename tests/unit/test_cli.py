@@ -211,7 +211,8 @@ def test_plan_offline_json(capsys, lab: str) -> None:
         ("provider", "hetzner", "up"), ("provider", "leaseweb", "up"), ("provider", "ovh", "up"),
         ("site", "ams1", "up"), ("site", "fra1", "up"), ("site", "rbx1", "up")]
     assert data["placement"]["etcd"]["initial_cluster"] == (
-        "ams1-data-1=http://10.77.3.21:2380,fra1-data-1=http://10.77.1.21:2380,rbx1-data-1=http://10.77.2.21:2380")
+        "ams1-data-1=http://10.77.226.122:2380,fra1-data-1=http://10.77.167.178:2380,"
+        "rbx1-data-1=http://10.77.236.233:2380")  # mesh addresses
 
 
 def test_plan_offline_json_not_surviving(capsys, written, make_inventory) -> None:

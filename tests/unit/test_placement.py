@@ -31,22 +31,25 @@ def base(make_inventory, load_text):
 
 
 def test_etcd_members_quorum_and_initial_cluster(base) -> None:
-    _, p = base
+    inv, p = base
+    mesh = {h.name: h.mesh_address for h in inv.hosts}  # members talk over the WireGuard mesh
     assert [m.name for m in p["etcd"].members] == ["ams1-data-1", "fra1-data-1", "rbx1-data-1"]
     assert p["etcd"].members[1] == Member("fra1-data-1", IPv4Address("10.1.0.21"), "fra1", "hetzner")
     assert p["etcd"].quorum == 2
     assert p["etcd"].token == "chirp-test-etcd"
     assert p["etcd"].initial_cluster == (
-        "ams1-data-1=http://10.3.0.21:2380,fra1-data-1=http://10.1.0.21:2380,rbx1-data-1=http://10.2.0.21:2380"
+        f"ams1-data-1=http://{mesh['ams1-data-1']}:2380,fra1-data-1=http://{mesh['fra1-data-1']}:2380,"
+        f"rbx1-data-1=http://{mesh['rbx1-data-1']}:2380"
     )
-    assert p["etcd"].endpoints == ("10.3.0.21:2379", "10.1.0.21:2379", "10.2.0.21:2379")
+    assert p["etcd"].endpoints == tuple(f"{mesh[n]}:2379" for n in ("ams1-data-1", "fra1-data-1", "rbx1-data-1"))
 
 
 def test_etcd_ports_come_from_services(make_inventory, load_text) -> None:
     inv = load_text(make_inventory(services="services:\n  etcd: {client_port: 12379, peer_port: 12380}"))
     p = plan_placement(inv)
-    assert p["etcd"].initial_cluster.split(",")[0] == "ams1-data-1=http://10.3.0.21:12380"
-    assert p["etcd"].endpoints[0] == "10.3.0.21:12379"
+    first = inv.host("ams1-data-1").mesh_address
+    assert p["etcd"].initial_cluster.split(",")[0] == f"ams1-data-1=http://{first}:12380"
+    assert p["etcd"].endpoints[0] == f"{first}:12379"
 
 
 @pytest.mark.parametrize(("count", "quorum"), [(1, 1), (3, 2), (5, 3), (7, 4)])
@@ -213,14 +216,14 @@ def test_site_with_vip_and_no_lbs_has_an_empty_member_list(make_inventory, base_
 
 
 def test_app_backends_local_first_others_backup(base) -> None:
-    _, p = base
+    inv, p = base
     fra1 = p["lb"][0]
     app = fra1.frontends[0]
     assert (app.name, app.port, app.mode, app.check) == ("app", 80, "http", "GET /healthz")
     assert [(b.name, b.backup) for b in app.backends] == [
         ("ams1-web-1", True), ("ams1-web-2", True), ("fra1-web-1", False), ("fra1-web-2", False),
         ("rbx1-web-1", True), ("rbx1-web-2", True)]
-    assert app.backends[2] == Backend("fra1-web-1", IPv4Address("10.1.0.11"), 8000, False)
+    assert app.backends[2] == Backend("fra1-web-1", inv.host("fra1-web-1").mesh_address, 8000, False)  # on the mesh
 
 
 def test_site_without_app_hosts_uses_every_app_host(make_inventory, base_hosts, base_sites, load_text) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from deploykit import secrets_store
 from deploykit.inventory import load_inventory
-from deploykit.secrets_store import SecretsError, SecretStore, key_path, secrets_path
+from deploykit.secrets_store import SecretMaker, SecretsError, SecretStore, key_path, secrets_path
 
 LAB = Path(__file__).resolve().parents[2] / "inventories" / "lab.yml"
 
@@ -119,3 +120,63 @@ def test_an_inventory_built_directly_with_a_plain_name_still_works(inv, tmp_path
     store.get("x")
     assert store.key_file == (tmp_path / "config" / "deploykit" / "keys" / "other.key").resolve()
     assert store.path == inv.directory / "other.secrets"
+
+
+# --- secrets made by their owner (SecretMaker): kept while good, made again when not -----------------------------
+
+
+@pytest.fixture()
+def counter(monkeypatch):
+    """Makers for `test-made-*`: `test-made-base` is a counter (kept while under 3), `test-made-derived` is made
+    from it (asking the store for it, as the edge certificate asks for the CA), `test-made-public` not redacted."""
+    made: list[str] = []
+
+    def base(store, name, current):
+        made.append(name)
+        return current if current is not None and int(current) < 3 else str(made.count(name))
+
+    def derived(store, name, current):
+        made.append(name)
+        want = "from-" + store.get("test-made-base").reveal()
+        return current if current == want else want
+
+    for maker in (SecretMaker("test-made-base", base), SecretMaker("test-made-derived", derived),
+                  SecretMaker("test-made-public", lambda store, name, current: "public-value", public=True)):
+        monkeypatch.setitem(secrets_store._MAKERS, maker.pattern, maker)
+    return made
+
+
+def test_a_made_secret_is_kept_while_its_maker_keeps_it(inv, counter):
+    store = SecretStore(inv)
+    assert store.get("test-made-derived").reveal() == "from-1"  # the derived one asked for the base (re-entrant)
+    assert store.get("test-made-derived").reveal() == "from-1"
+    again = SecretStore(inv)
+    before = again.path.read_bytes()
+    assert again.get("test-made-derived").reveal() == "from-1"
+    assert again.path.read_bytes() == before  # judged current: nothing written
+    assert "test-made-base" in again.names()
+
+
+def test_a_made_secret_the_maker_replaces_is_stored_before_it_is_used(inv, counter):
+    store = SecretStore(inv)
+    store.get("test-made-base")
+    store._values["test-made-base"] = "7"  # noqa: SLF001 (as if stored so by an earlier run)
+    store._checked.clear()  # noqa: SLF001
+    new = store.get("test-made-base").reveal()
+    assert new != "7" and SecretStore(inv).existing("test-made-base").reveal() == new
+
+
+def test_another_runs_value_is_judged_not_overwritten(inv, counter):
+    ours, theirs = SecretStore(inv), SecretStore(inv)
+    ours.get("x")
+    assert theirs.get("test-made-base").reveal() == "1"  # another run made it meanwhile
+    ours._values["test-made-base"] = "9"  # noqa: SLF001 (ours is stale and bad: remake, but from theirs)
+    assert ours.get("test-made-base").reveal() == "1"
+    assert set(SecretStore(inv).names()) == {"x", "test-made-base"}
+
+
+def test_public_made_values_are_not_redacted_private_ones_and_pem_keys_are(inv, counter):
+    store = SecretStore(inv)
+    base, public = store.get("test-made-base").reveal(), store.get("test-made-public").reveal()
+    key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEA\n-----END PRIVATE KEY-----"
+    assert store.redactor()(f"{base} {public} {key}") == "<redacted:test-made-base> public-value <redacted:private key>"

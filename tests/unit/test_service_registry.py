@@ -33,7 +33,7 @@ from deploykit.services.contract import (
     Service,
     TierContext,
 )
-from deploykit.services.ports import addresses
+from deploykit.services.ports import addresses, mesh_addresses
 
 LAB = Path(__file__).resolve().parents[2] / "inventories" / "lab.yml"
 PORT = 9308
@@ -157,7 +157,9 @@ def test_its_desired_state_and_firewall_come_with_it(inv: Inventory) -> None:
     # and the load balancers serve its frontend, open to its clients
     (cfg,) = [f for s in states["fra1-web-1"] if s.role == "lb" for f in s.files if f.path.endswith("haproxy.cfg")]
     assert "listen search" in cfg.content and f":{LB_PORT}" in cfg.content
-    assert FirewallRule("HAProxy search", "tcp", LB_PORT, addresses(inv, "app")) in firewall_rules(ctx, web)
+    # on the mesh only, from the clients' mesh addresses, like every internal port of the load balancers
+    assert FirewallRule("HAProxy search", "tcp", LB_PORT, mesh_addresses(inv, "app"), inv.mesh.interface) \
+        in firewall_rules(ctx, web)
 
 
 def test_the_apply_runs_its_phase_after_the_others_and_stops_on_its_tier(inv: Inventory) -> None:

@@ -23,7 +23,7 @@ from deploykit.services.contract import (
     Service,
     TierContext,
 )
-from deploykit.services.ports import addresses
+from deploykit.services.ports import mesh_addresses
 
 BACKEND = "app"  # the load balancers' frontend and backend serving the app
 
@@ -60,12 +60,14 @@ class App(Service):
             return ()
         # The site's own app hosts first; other sites' only as backup (all of them when the site has none).
         local = any(h.site == site for h in apps)
-        backends = tuple(Backend(h.name, h.address, svc.port, backup=local and h.site != site) for h in apps)
+        backends = tuple(Backend(h.name, h.mesh_address, svc.port, backup=local and h.site != site) for h in apps)
         return (Frontend(BACKEND, inv.services.lb.http_port, "http", f"GET {svc.health}", backends,
                          check_path=svc.health),)
 
     def firewall(self, ctx: ConfigContext, host: Host) -> tuple[FirewallRule, ...]:
-        return (FirewallRule("app", "tcp", ctx.inv.services.app.port, addresses(ctx.inv, "lb")),)
+        # HAProxy's app backends and health checks, from the load balancers' mesh addresses.
+        inv = ctx.inv
+        return (FirewallRule("app", "tcp", inv.services.app.port, mesh_addresses(inv, "lb"), inv.mesh.interface),)
 
     def config(self, ctx: ConfigContext, host: Host) -> AppHostConfig:
         return app_config(ctx, host)

@@ -4,13 +4,17 @@ and how it reaches PostgreSQL and Redis.
 The app is any directory of text files (default: the bundled chirp demo, ./chirp beside this module) with a Procfile
 naming its processes: `web` (served on every app host; `services.app.command` overrides it), `worker` (run
 on every worker host) and `release` (run once per deploy on one app host, e.g. migrations). `{address}`,
-`{port}` and `{workers}` in the commands are filled in per host.
+`{port}` and `{workers}` in the commands are filled in per host; `{address}` is the host's mesh address,
+where the load balancers' app backends reach it (docs/network.md).
 
-The app reaches the PostgreSQL primary through HAProxy on a site VIP (its own site's when that site has
-load balancers, else the first site's that has some), and Redis through every sentinel. Without any load
-balancer it gets every db member's address and must pick the read-write one (chirp asks libpq for
-target_session_attrs=read-write). The release id is a hash of the app's files and of how it is run, the
-same on every host, so a rolling release can be followed host by host (chirp shows it in /healthz).
+Everything the app talks to is on the WireGuard mesh. It reaches the PostgreSQL primary through HAProxy's
+db-primary frontend on the mesh addresses of a site's load balancers (its own site's when that site has
+some, else the first site's that has some): a comma-separated host list, which libpq tries in order with
+one port for all (chirp sets connect_timeout, so a dead load balancer costs at most that before the next).
+Without any load balancer it gets every db member's mesh address and must pick the read-write one (chirp
+asks libpq for target_session_attrs=read-write). Redis it finds through every sentinel's mesh address. The
+release id is a hash of the app's files and of how it is run, the same on every host, so a rolling release
+can be followed host by host (chirp shows it in /healthz).
 """
 
 from __future__ import annotations
@@ -27,9 +31,8 @@ from deploykit.secret import Secret
 from deploykit.services.cache.config import CACHE_PASSWORD
 from deploykit.services.cache.placement import cache_plan
 from deploykit.services.contract import ConfigContext
-from deploykit.services.db.config import APP_DATABASE, APP_PASSWORD, APP_USER
+from deploykit.services.db.config import APP_DATABASE, APP_PASSWORD, APP_USER, primary_load_balancers
 from deploykit.services.db.placement import db_plan
-from deploykit.services.lb.placement import lb_sites
 
 BUNDLED_APP = Path(__file__).resolve().parent / "chirp"  # package data: installed with deploykit
 SECRET_KEY = "app-secret-key"  # the secret this service owns (it reads the db and cache passwords too)
@@ -65,7 +68,7 @@ class AppSource:
 @dataclass(frozen=True, slots=True)
 class AppHostConfig:
     host: str
-    address: IPv4Address
+    mesh_address: IPv4Address  # where the web processes listen (the load balancers' app backend)
     runs_web: bool  # the host has the app role
     runs_worker: bool  # the host has the worker role
     name: str
@@ -81,12 +84,14 @@ class AppHostConfig:
     web_command: str | None  # placeholders filled in
     worker_command: str | None
     release_command: str | None
-    db_host: str  # an lb VIP (HAProxy -> primary), or every db member's address, comma-separated
+    # Comma-separated mesh addresses: the load balancers serving the primary (HAProxy -> primary), or
+    # without any, every db member; libpq tries them in order, db_port on each.
+    db_host: str
     db_port: int
     db_name: str
     db_user: str
     db_password: Secret
-    sentinels: tuple[str, ...]  # address:port of every sentinel, by host name
+    sentinels: tuple[str, ...]  # <mesh address>:port of every sentinel, by host name
     redis_master: str  # the name the sentinels monitor
     cache_password: Secret  # Redis requirepass; the sentinels require it too
     secret_key: Secret
@@ -105,7 +110,7 @@ class AppHostConfig:
 
     @property
     def health_url(self) -> str:
-        return f"http://{self.address}:{self.port}{self.health}"
+        return f"http://{self.mesh_address}:{self.port}{self.health}"
 
     def environment(self) -> tuple[tuple[str, str | Secret], ...]:
         """The env file's variables, in file order (values that are secrets stay Secret)."""
@@ -210,13 +215,17 @@ def release_id(source: AppSource, web: str | None, inv: Inventory) -> str:
 
 
 def db_endpoint(ctx: ConfigContext, host: Host) -> tuple[str, int]:
-    sites = [s for s in lb_sites(ctx.placement) if s.members and s.vip is not None]
-    own = next((s for s in sites if s.site == host.site), None)
-    chosen = own or (sites[0] if sites else None)
-    if chosen is not None:
-        return str(chosen.vip), ctx.inv.services.lb.db_primary_port
+    """The hosts (comma-separated mesh addresses, tried in order) and the port the app connects to.
+
+    Through load balancers: in VRRP priority order, the host itself first when it is one of them (no hop,
+    and the site's app hosts that are load balancers spread their connections over them)."""
+    inv = ctx.inv
+    lbs = primary_load_balancers(ctx.placement, host.site)
+    if lbs:
+        names = sorted((m.name for m in lbs), key=lambda name: name != host.name)  # stable: priority order kept
+        return ",".join(str(inv.host(name).mesh_address) for name in names), inv.services.lb.db_primary_port
     db = db_plan(ctx.placement)
-    return ",".join(str(m.address) for m in db.members), db.port
+    return ",".join(str(inv.host(m.name).mesh_address) for m in db.members), db.port
 
 
 def fill(command: str | None, host: Host, inv: Inventory) -> str | None:
@@ -224,7 +233,7 @@ def fill(command: str | None, host: Host, inv: Inventory) -> str | None:
     if command is None:
         return None
     svc = inv.services.app
-    for key, value in (("address", host.address), ("port", svc.port), ("workers", svc.workers)):
+    for key, value in (("address", host.mesh_address), ("port", svc.port), ("workers", svc.workers)):
         command = command.replace("{" + key + "}", str(value))
     return command.replace("%", "%%")
 
@@ -249,7 +258,7 @@ def app_config(ctx: ConfigContext, host: Host, source: AppSource | None = None) 
     cache = cache_plan(ctx.placement)
     return AppHostConfig(
         host=host.name,
-        address=host.address,
+        mesh_address=host.mesh_address,
         runs_web=host.has("app"),
         runs_worker=host.has("worker"),
         name=src.name,
@@ -270,7 +279,10 @@ def app_config(ctx: ConfigContext, host: Host, source: AppSource | None = None) 
         db_name=APP_DATABASE,
         db_user=APP_USER,
         db_password=ctx.secret(APP_PASSWORD),
-        sentinels=tuple(f"{m.address}:{cache.sentinel_port}" for m in sorted(cache.sentinels, key=lambda m: m.name)),
+        sentinels=tuple(
+            f"{inv.host(m.name).mesh_address}:{cache.sentinel_port}"
+            for m in sorted(cache.sentinels, key=lambda m: m.name)
+        ),
         redis_master=ctx.placement.name,
         cache_password=ctx.secret(CACHE_PASSWORD),
         secret_key=ctx.secret(SECRET_KEY),

@@ -25,7 +25,7 @@ from deploykit.services.contract import (
     TierContext,
     listed,
 )
-from deploykit.services.ports import addresses
+from deploykit.services.ports import mesh_addresses
 
 
 class Cache(Service):
@@ -52,11 +52,12 @@ class Cache(Service):
 
     def firewall(self, ctx: ConfigContext, host: Host) -> tuple[FirewallRule, ...]:
         inv = ctx.inv
-        svc = inv.services.cache
-        clients = addresses(inv, "cache", "app", "worker", "lb")
+        svc, mesh = inv.services.cache, inv.mesh.interface
+        # Replicas and sentinels (cache), the app through Sentinel (app, worker), HAProxy's checks (lb).
+        clients = mesh_addresses(inv, "cache", "app", "worker", "lb")
         return (
-            FirewallRule("Redis", "tcp", svc.port, clients),
-            FirewallRule("Redis Sentinel", "tcp", svc.sentinel_port, clients),
+            FirewallRule("Redis", "tcp", svc.port, clients, mesh),
+            FirewallRule("Redis Sentinel", "tcp", svc.sentinel_port, clients, mesh),
         )
 
     def sysctls(self, host: Host) -> tuple[Sysctl, ...]:
@@ -66,7 +67,7 @@ class Cache(Service):
         caches = inv.with_role(NAME)
         if not caches:
             return ()
-        backends = tuple(Backend(h.name, h.address, inv.services.cache.port, False) for h in caches)
+        backends = tuple(Backend(h.name, h.mesh_address, inv.services.cache.port, False) for h in caches)
         return (Frontend("cache", inv.services.lb.cache_port, "tcp", "redis role:master", backends,
                          check_kind="redis-master", check_secret=CACHE_PASSWORD, clients=("app", "worker"),
                          label="Redis"),)

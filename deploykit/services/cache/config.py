@@ -4,6 +4,10 @@ Every topology decision is made here from the placement: which server starts as 
 its replicas), the Sentinel quorum and the name the sentinels monitor the group under (the deployment's
 name). After the first start the sentinels own the replication topology: a failover moves the master and
 Redis/Sentinel record that in their own config files, which the role therefore only seeds.
+
+Addresses: Redis and Sentinel listen on the host's mesh address (and 127.0.0.1, for redis-cli on the host),
+announce it, and replicate from / monitor the master's mesh address: replication, Sentinel's gossip and the
+AUTH password travel over the WireGuard mesh only (docs/network.md).
 """
 
 from __future__ import annotations
@@ -29,9 +33,9 @@ MIN_FAILOVER_TIMEOUT_MS = 10_000
 @dataclass(frozen=True, slots=True)
 class CacheHostConfig:
     host: str
-    address: IPv4Address
+    mesh_address: IPv4Address  # where Redis and Sentinel listen, and what they announce
     master_name: str  # the name the sentinels monitor the group under
-    master_address: IPv4Address  # the initial master (sentinels move it on failover)
+    master_address: IPv4Address  # the initial master's mesh address (sentinels move the master on failover)
     is_initial_master: bool
     port: int
     sentinel_port: int
@@ -49,15 +53,14 @@ class CacheHostConfig:
 
 def cache_config(ctx: ConfigContext, host: Host) -> CacheHostConfig:
     plan = cache_plan(ctx.placement)
-    members = {m.name: m for m in plan.members}
-    if host.name not in members or plan.master is None:
+    if host.name not in {m.name for m in plan.members} or plan.master is None:
         raise ValueError(f"{host.name} is not a cache member")
     down_after = ctx.inv.services.cache.down_after_ms
     return CacheHostConfig(
         host=host.name,
-        address=host.address,
+        mesh_address=host.mesh_address,
         master_name=ctx.placement.name,
-        master_address=members[plan.master].address,
+        master_address=ctx.inv.host(plan.master).mesh_address,
         is_initial_master=host.name == plan.master,
         port=plan.port,
         sentinel_port=plan.sentinel_port,

@@ -71,7 +71,7 @@ def seed_file(path: str, content: str, service: str) -> ManagedFile:
 def desired(cfg: CacheHostConfig) -> RoleState:
     ctx = {
         "host": cfg.host,
-        "address": cfg.address,
+        "mesh_address": cfg.mesh_address,
         "port": cfg.port,
         "sentinel_port": cfg.sentinel_port,
         "replicaof": cfg.replicaof,

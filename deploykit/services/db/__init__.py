@@ -20,11 +20,11 @@ from deploykit.services.contract import (
     TierContext,
     listed,
 )
-from deploykit.services.db.config import SECRETS, DbHostConfig, db_config
+from deploykit.services.db.config import SECRETS, DbHostConfig, db_config, primary_load_balancers
 from deploykit.services.db.placement import NAME, DbPlan, db_plan, plan_db
 from deploykit.services.db.state import PACKAGES, desired
 from deploykit.services.db.tier import judge_db
-from deploykit.services.ports import addresses
+from deploykit.services.ports import mesh_addresses
 
 # The load balancers' frontends for the primary and the replicas, each checked on Patroni's REST API.
 PRIMARY, REPLICAS = "db-primary", "db-replicas"
@@ -56,11 +56,15 @@ class Db(Service):
 
     def firewall(self, ctx: ConfigContext, host: Host) -> tuple[FirewallRule, ...]:
         inv = ctx.inv
-        svc = inv.services.db
-        # HAProxy proxies in TCP mode (connections arrive from the lb hosts) and checks Patroni's REST API.
+        svc, mesh = inv.services.db, inv.mesh.interface
+        # Members replicate from each other, rewind from each other and ask each other's REST API. HAProxy
+        # proxies in TCP mode (connections arrive from the lb hosts) and checks Patroni's REST API; without
+        # any load balancer the app connects directly (see app's db_endpoint).
+        direct = not primary_load_balancers(ctx.placement, host.site)  # the same for every site
+        clients = ("db", "lb", "app", "worker") if direct else ("db", "lb")
         return (
-            FirewallRule("PostgreSQL", "tcp", svc.port, addresses(inv, "db", "lb")),
-            FirewallRule("Patroni REST API", "tcp", svc.patroni_port, addresses(inv, "db", "lb")),
+            FirewallRule("PostgreSQL", "tcp", svc.port, mesh_addresses(inv, *clients), mesh),
+            FirewallRule("Patroni REST API", "tcp", svc.patroni_port, mesh_addresses(inv, "db", "lb"), mesh),
         )
 
     def sysctls(self, host: Host) -> tuple[Sysctl, ...]:
@@ -73,7 +77,7 @@ class Db(Service):
         out = []
         for name, port in ((PRIMARY, lb.db_primary_port), (REPLICAS, lb.db_replica_port)):
             path = CHECK_PATHS[name]
-            backends = tuple(Backend(h.name, h.address, db.port, False, db.patroni_port) for h in dbs)
+            backends = tuple(Backend(h.name, h.mesh_address, db.port, False, db.patroni_port) for h in dbs)
             out.append(Frontend(name, port, "tcp", f"GET {path} on :{db.patroni_port}", backends,
                                 check_kind="http", check_path=path, clients=("app", "worker"),
                                 label=LABELS[name]))

@@ -10,6 +10,10 @@ expire, so two primaries never overlap. Lower values trade spurious failovers on
 Everything under `dcs` is Patroni's cluster-wide ("dynamic") configuration: it lives in etcd, written from
 `bootstrap.dcs` once when the cluster is initialised. Later changes reach the cluster through
 `patronictl edit-config` (see state.py).
+
+Addresses: PostgreSQL, replication, pg_rewind and Patroni's REST API travel over the WireGuard mesh only:
+every member listens on its mesh address (PostgreSQL on 127.0.0.1 too, for local tools), advertises it, and
+pg_hba admits the other hosts by their mesh addresses (docs/network.md).
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from deploykit.inventory.model import Host, Inventory
+from deploykit.plan.placement import Placement
 from deploykit.secret import Secret
 from deploykit.services.contract import ConfigContext
 from deploykit.services.db.placement import db_plan
 from deploykit.services.etcd.placement import etcd_plan
+from deploykit.services.lb.placement import LbMember, lb_sites
 
 PG_VERSION = 15
 APP_USER = "chirp"
@@ -70,17 +76,17 @@ class DcsConfig:
 class DbHostConfig:
     name: str
     scope: str
-    address: IPv4Address
+    mesh_address: IPv4Address  # where PostgreSQL and the REST API listen and are reached
     port: int
     patroni_port: int
     bootstrap_member: bool  # the member that initialises the cluster on the first deploy
-    listen: str  # "address,127.0.0.1:port": Patroni takes the port once, after every address
+    listen: str  # "<mesh address>,127.0.0.1:port": Patroni takes the port once, after every address
     connect_address: str
     rest_listen: str
     data_dir: str
     bin_dir: str
     config_path: str
-    etcd_hosts: tuple[str, ...]
+    etcd_hosts: tuple[str, ...]  # <mesh address>:client_port of every etcd member
     dcs: DcsConfig
     pg_hba: tuple[HbaRule, ...]
     watchdog: bool
@@ -93,6 +99,15 @@ class DbHostConfig:
     app_user: str
     app_database: str
     app_password: Secret
+
+
+def primary_load_balancers(placement: Placement, site: str) -> tuple[LbMember, ...]:
+    """The load balancers through which clients in `site` reach the primary (HAProxy's db-primary frontend,
+    on each one's mesh address): the site's own, else those of the first site that has some, highest VRRP
+    priority first. None without any load balancer: clients then connect to the members directly."""
+    sites = [s for s in lb_sites(placement) if s.members]
+    chosen = next((s for s in sites if s.site == site), sites[0] if sites else None)
+    return chosen.members if chosen is not None else ()
 
 
 def max_connections(ctx: ConfigContext) -> int:
@@ -122,18 +137,24 @@ def hba_rules(inv: Inventory) -> tuple[HbaRule, ...]:
         HbaRule("local", "all", SUPERUSER, "", "peer", "Patroni and the postgres OS user, over the socket"),
         HbaRule("host", "all", SUPERUSER, "127.0.0.1/32", method, "superuser on this host"),
     ]
+    # Every other host arrives over the mesh, from its mesh address.
     dbs = inv.with_role("db")
     rules += [
-        HbaRule("host", "all", SUPERUSER, f"{h.address}/32", method, f"superuser (pg_rewind) from {h.name}")
+        HbaRule("host", "all", SUPERUSER, f"{h.mesh_address}/32", method, f"superuser (pg_rewind) from {h.name}")
         for h in dbs
     ]
     rules += [
-        HbaRule("host", "replication", REPLICATION_USER, f"{h.address}/32", method, f"replication from {h.name}")
+        HbaRule("host", "replication", REPLICATION_USER, f"{h.mesh_address}/32", method,
+                f"replication from {h.name}")
         for h in dbs
     ]
-    # HAProxy proxies in TCP mode: connections through it arrive from the lb host's address.
+    # HAProxy proxies in TCP mode: connections through it arrive from the lb host's mesh address; app hosts
+    # connect directly (from theirs) when no load balancer serves them.
     clients = [h for h in inv.hosts if h.has("app") or h.has("worker") or h.has("lb")]
-    rules += [HbaRule("host", APP_DATABASE, APP_USER, f"{h.address}/32", method, f"app from {h.name}") for h in clients]
+    rules += [
+        HbaRule("host", APP_DATABASE, APP_USER, f"{h.mesh_address}/32", method, f"app from {h.name}")
+        for h in clients
+    ]
     return tuple(rules)
 
 
@@ -158,13 +179,13 @@ def db_config(ctx: ConfigContext, host: Host) -> DbHostConfig:
     return DbHostConfig(
         name=host.name,
         scope=plan.scope,
-        address=host.address,
+        mesh_address=host.mesh_address,
         port=plan.port,
         patroni_port=plan.patroni_port,
         bootstrap_member=host.name == plan.bootstrap,
-        listen=f"{host.address},127.0.0.1:{plan.port}",
-        connect_address=f"{host.address}:{plan.port}",
-        rest_listen=f"{host.address}:{plan.patroni_port}",
+        listen=f"{host.mesh_address},127.0.0.1:{plan.port}",
+        connect_address=f"{host.mesh_address}:{plan.port}",
+        rest_listen=f"{host.mesh_address}:{plan.patroni_port}",
         data_dir=f"/var/lib/postgresql/{PG_VERSION}/{plan.scope}",
         bin_dir=f"/usr/lib/postgresql/{PG_VERSION}/bin",
         config_path="/etc/patroni/config.yml",

@@ -4,14 +4,19 @@ The zone is the same on every dns host (each is a primary; nothing is transferre
 `ns1`.. with their addresses (glue), and one LUA record per public name (the apex, `www`, `services.dns.names`),
 all with the same Lua (PowerDNS prepends `return ` unless the code starts with `;`):
 
-    ;local healthy = ifurlup('http://chirp.example:80/healthz', {'10.10.0.100', ...}, OPTIONS)
-     local reachable = ifportup(80, {'10.10.0.100', ...}, OPTIONS)
+    ;local healthy = ifurlup('https://chirp.example:443/healthz', {'10.10.0.100', ...}, OPTIONS)
+     local reachable = ifportup(443, {'10.10.0.100', ...}, OPTIONS)
      if #healthy < 3 then return healthy end return reachable
     OPTIONS = {selector='all', backupSelector='all', timeout='2'}
 
 ifurlup fetches the URL from each address in turn (curl's `--resolve` of the URL's host to that address, so
-the request carries the domain as its Host header, like a browser's) and answers with the addresses whose
-answer is HTTP 200 (pdns/minicurl.cc: anything else, or no answer within `timeout`, is a failure).
+the request carries the domain as its TLS server name and Host header, like a browser's) and answers with the
+addresses whose answer is HTTP 200 (pdns/minicurl.cc: anything else, or no answer within `timeout`, is a
+failure). HTTPS, because plain HTTP only answers a redirect there (HAProxy, services/lb). PowerDNS 4.7 does not
+verify the certificate in these checks (MiniCurl::getURL's `verify` defaults to false and lua-record.cc passes
+none; measured in tests/apps/test_dns_pdns.py), so a check never fails on the certificate itself; with
+certificates from deploykit's CA, the dns hosts trust that CA all the same (state.py: the system's CA store,
+which libcurl reads), for a PowerDNS that verifies and for an operator's curl on the host.
 
 What PowerDNS 4.7.3 does, read in its source (pdns/lua-record.cc, minicurl.cc, packethandler.cc) and docs,
 and how this record deals with it:
@@ -64,9 +69,11 @@ from dataclasses import asdict, dataclass
 from ipaddress import IPv4Address
 
 from deploykit.inventory.model import Host
+from deploykit.secret import Secret
 from deploykit.services.contract import ConfigContext
 from deploykit.services.dns.placement import DnsPlan, dns_plan
 from deploykit.services.dns.serial import serial_path, zone_serial
+from deploykit.services.lb.tls import ca_certificate
 
 DNS_PORT = 53
 LOOPBACK = IPv4Address("127.0.0.1")  # the warm-up wait asks the local server there
@@ -86,6 +93,8 @@ CHECKS_EXPIRE_S = 365 * 24 * 3600
 # someone adds; the minimum is the negative-caching TTL (RFC 2308), kept as short as the answers' TTL.
 SOA_REFRESH, SOA_RETRY, SOA_EXPIRE = 3600, 600, 1_209_600
 HOSTMASTER = "hostmaster"  # the SOA's mailbox: hostmaster@<domain>
+# Debian's local CA certificates (update-ca-certificates adds each *.crt here to the system's store).
+LOCAL_CA_DIR = "/usr/local/share/ca-certificates"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +135,9 @@ class DnsHostConfig:
     check_timeout: int
     checks_expire_s: int  # lua-health-checks-expire-delay
     names: tuple[str, ...]  # the public names (fully qualified), asked by the warm-up wait
+    # deploykit's CA for the deployment (None: the user's own certificate is served), trusted system-wide.
+    ca_certificate: Secret | None
+    ca_file: str  # /usr/local/share/ca-certificates/deploykit-<deployment>.crt
 
 
 def lua_string(value: str) -> str:
@@ -183,4 +195,6 @@ def dns_config(ctx: ConfigContext, host: Host, serial: Callable[[Zone], int] | N
         check_timeout=plan.check_timeout,
         checks_expire_s=CHECKS_EXPIRE_S,
         names=tuple(n.fqdn for n in plan.names),
+        ca_certificate=ca_certificate(ctx),
+        ca_file=f"{LOCAL_CA_DIR}/deploykit-{ctx.inv.name}.crt",
     )

@@ -4,8 +4,8 @@ Every `dns` host is a primary for the inventory's `domain`, named `ns1`, `ns2` .
 (the NS records and their glue). The public names (the apex, `www` and `services.dns.names`) answer with the
 entry addresses of every site that serves the app: the site's VIP, held by its load balancers; a site with lb
 hosts and no VIP (validation refuses that today) would be entered by each lb host's own address. Each
-address counts only while the app answers through it: PowerDNS fetches the app's health path from HAProxy's
-public frontend on that address, as a browser would reach it.
+address counts only while the app answers through it: PowerDNS fetches the app's health path over HTTPS from
+HAProxy's public frontend on that address, as a browser would reach it (plain HTTP only redirects there).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Entry:
     site: str
     provider: str
     hosts: tuple[str, ...]  # the lb hosts that can hold it: it is gone only when all of them are
-    health_url: str  # what the check fetches: http://<address>:<http port><health path>
+    health_url: str  # what the check fetches, for people: https://<address>:<https port><health path>
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +56,11 @@ class DnsPlan:
     servers: tuple[NameServer, ...]  # in host-name order: ns1 is the first
     names: tuple[PublicName, ...]
     entries: tuple[Entry, ...]  # in the order of `sites:`
-    # The URL PowerDNS's ifurlup fetches for every entry: the domain's own name (the Host header a browser
-    # sends), connected to each entry address in turn instead of being looked up.
+    # The URL PowerDNS's ifurlup fetches for every entry: https:// and the domain's own name (the TLS server
+    # name and the Host header a browser sends), connected to each entry address in turn instead of being
+    # looked up.
     check_url: str
-    check_port: int  # the load balancers' public port: the fallback check connects to it (see config.py)
+    check_port: int  # the load balancers' HTTPS port: the fallback check connects to it (see config.py)
     ttl: int
     check_interval: int
     check_timeout: int
@@ -82,8 +83,8 @@ def plan_dns(ctx: PlacementContext) -> DnsPlan | None:
         servers=servers,
         names=names,
         entries=site_entries(inv, ctx.parts.get(LB, ())),
-        check_url=f"http://{inv.domain}:{svc.lb.http_port}{svc.app.health}",
-        check_port=svc.lb.http_port,
+        check_url=f"https://{inv.domain}:{svc.lb.https_port}{svc.app.health}",
+        check_port=svc.lb.https_port,
         ttl=svc.dns.ttl,
         check_interval=svc.dns.check_interval,
         check_timeout=svc.dns.check_timeout,
@@ -94,7 +95,7 @@ def site_entries(inv: Inventory, lb_sites: object) -> tuple[Entry, ...]:
     """Each site's entry, in the order of `sites:`: its VIP (from the lb placement, which plans every site
     with a VIP) if it has lb hosts; each lb host's own address if the site has no VIP."""
     assert isinstance(lb_sites, tuple)
-    port, path = inv.services.lb.http_port, inv.services.app.health
+    port, path = inv.services.lb.https_port, inv.services.app.health
     with_vip: dict[str, SiteLbPlan] = {s.site: s for s in lb_sites}
     out: list[Entry] = []
     for site in inv.sites.values():
@@ -110,7 +111,7 @@ def site_entries(inv: Inventory, lb_sites: object) -> tuple[Entry, ...]:
 
 
 def health_url(address: IPv4Address, port: int, path: str) -> str:
-    return f"http://{address}:{port}{path}"
+    return f"https://{address}:{port}{path}"
 
 
 def dns_plan(p: Placement) -> DnsPlan | None:

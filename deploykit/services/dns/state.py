@@ -10,6 +10,9 @@ Files, each checked by PowerDNS's own tools before it replaces the live one:
 - the pdns.d drop-in: `pdns_server --config=check` on a copy of it (4.7 parses it strictly and refuses an
   unknown setting; the drop-in is complete on its own: launch, bind-config, listen addresses, LUA).
 
+- deploykit's CA certificate (when it issues the edge certificate), as a local CA of the system's store
+  (`update-ca-certificates` after a change): the health checks fetch https:// URLs (see config.py).
+
 A change of named.conf or the drop-in restarts PowerDNS. The hosts change one at a time (the service's
 rollout), each waited for: after a start, every address counts as down until its first check has run
 (4.7 has no way to wait for it), so the wait primes the checks with a query, lets one full round pass
@@ -29,6 +32,8 @@ from deploykit.services.render import render
 
 # bind9-dnsutils (dig): the warm-up wait asks the local server (and an operator can check it in place).
 PACKAGES = ("pdns-server", "pdns-backend-bind", "bind9-dnsutils")
+# From ca-certificates, which every Debian server image has (the lab's too, bare or not): not installed here.
+UPDATE_CA_CERTIFICATES = "update-ca-certificates"
 UNIT = "pdns"  # Debian's pdns.service (runs as pdns, /etc read-only: it only reads our files)
 WARM_UP_TIMEOUT_S = 90
 
@@ -82,6 +87,8 @@ def desired(cfg: DnsHostConfig) -> RoleState:
     named_conf = render("dns/named.conf.j2", zone_file=cfg.zone_file, **ctx)
     dropin = render("dns/pdns.conf.j2", named_conf=cfg.named_conf, listen=cfg.listen,
                     check_interval=cfg.check_interval, checks_expire_s=cfg.checks_expire_s, **ctx)
+    trusted = () if cfg.ca_certificate is None else (
+        ManagedFile(cfg.ca_file, cfg.ca_certificate.reveal(), after_change=UPDATE_CA_CERTIFICATES),)
     return RoleState(
         role="dns",
         packages=PACKAGES,
@@ -91,6 +98,7 @@ def desired(cfg: DnsHostConfig) -> RoleState:
                         after_change=reload_zone_command(cfg.zone.origin)),
             ManagedFile(cfg.named_conf, named_conf, validate=check_named_command(cfg.zone.origin), notify=(UNIT,)),
             ManagedFile(DROPIN, dropin, validate=CHECK_DROPIN, notify=(UNIT,)),
+            *trusted,
         ),
         services=(Unit(UNIT, enabled=True, running=True),),
         waits=(Wait(f"PowerDNS answers {', '.join(cfg.names)} after a full health-check round",

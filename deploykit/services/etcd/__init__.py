@@ -5,7 +5,6 @@ from __future__ import annotations
 from deploykit.inventory.model import Host, Inventory
 from deploykit.plan.desired import RoleState
 from deploykit.plan.placement import Placement
-from deploykit.plan.serialize import to_data
 from deploykit.plan.verdict import Verdict
 from deploykit.services.contract import (
     DATA_TIER_COLUMNS,
@@ -22,7 +21,7 @@ from deploykit.services.etcd.config import EtcdHostConfig, etcd_config
 from deploykit.services.etcd.placement import NAME, EtcdPlan, etcd_plan, plan_etcd
 from deploykit.services.etcd.state import PACKAGES, desired
 from deploykit.services.etcd.tier import judge_etcd
-from deploykit.services.ports import addresses
+from deploykit.services.ports import mesh_addresses
 
 
 class Etcd(Service):
@@ -44,17 +43,13 @@ class Etcd(Service):
                f"{len(p.members)} members, quorum {p.quorum}")
         return (Section(DATA_TIER_TITLE, DATA_TIER_COLUMNS, (row,)),)
 
-    def describe_data(self, part: object) -> object:
-        assert isinstance(part, EtcdPlan)
-        return {**to_data(part), "initial_cluster": part.initial_cluster}
-
     def firewall(self, ctx: ConfigContext, host: Host) -> tuple[FirewallRule, ...]:
         inv = ctx.inv
-        svc = inv.services.etcd
+        svc, mesh = inv.services.etcd, inv.mesh.interface
         return (
-            # Patroni on the db hosts is etcd's client.
-            FirewallRule("etcd client", "tcp", svc.client_port, addresses(inv, "etcd", "db")),
-            FirewallRule("etcd peer", "tcp", svc.peer_port, addresses(inv, "etcd")),
+            # Patroni (and patronictl) on the db hosts is etcd's client; members reach each other as peers.
+            FirewallRule("etcd client", "tcp", svc.client_port, mesh_addresses(inv, "etcd", "db"), mesh),
+            FirewallRule("etcd peer", "tcp", svc.peer_port, mesh_addresses(inv, "etcd"), mesh),
         )
 
     def config(self, ctx: ConfigContext, host: Host) -> EtcdHostConfig:

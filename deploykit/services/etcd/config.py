@@ -5,6 +5,9 @@ different providers (round trips of 10-30 ms, with jitter), so the heartbeat is 
 timeout ten heartbeats, 2000 ms (etcd's tuning guide: heartbeat about the round trip, election at least ten
 times that). The election timeout stays under Patroni's retry_timeout (4 s by default): losing the etcd
 leader is settled before Patroni gives up on a DCS write and demotes a healthy primary.
+
+Addresses: members talk to each other (peer URLs) and Patroni talks to them (client URLs) over the WireGuard
+mesh only, on each member's mesh address. The client URLs listen on 127.0.0.1 too, for etcdctl on the host.
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ COMPACTION_RETENTION = "1h"
 @dataclass(frozen=True, slots=True)
 class EtcdHostConfig:
     name: str
-    address: IPv4Address
+    mesh_address: IPv4Address  # where it listens for peers and clients (and 127.0.0.1 for local clients)
     client_port: int
     peer_port: int
     token: str  # initial cluster token; also names the data directory
     data_dir: str
-    initial_cluster: str  # name=http://address:peer_port,... for every member, by name
+    initial_cluster: str  # name=http://<mesh address>:peer_port,... for every member, by name
     listen_peer_urls: str
     listen_client_urls: str
     advertise_peer_urls: str
@@ -46,12 +49,12 @@ def etcd_config(ctx: ConfigContext, host: Host) -> EtcdHostConfig:
     plan = etcd_plan(ctx.placement)
     if host.name not in {m.name for m in plan.members}:
         raise ValueError(f"{host.name} is not an etcd member")
-    peer = f"http://{host.address}:{plan.peer_port}"
-    client = f"http://{host.address}:{plan.client_port}"
+    peer = f"http://{host.mesh_address}:{plan.peer_port}"
+    client = f"http://{host.mesh_address}:{plan.client_port}"
     local = f"http://127.0.0.1:{plan.client_port}"
     return EtcdHostConfig(
         name=host.name,
-        address=host.address,
+        mesh_address=host.mesh_address,
         client_port=plan.client_port,
         peer_port=plan.peer_port,
         token=plan.token,

@@ -1,4 +1,5 @@
-"""Who is in the etcd cluster (every host with the etcd role) and its quorum."""
+"""Who is in the etcd cluster (every host with the etcd role), its quorum, and where its members talk: their
+mesh addresses (peers and clients, see docs/network.md)."""
 
 from __future__ import annotations
 
@@ -17,20 +18,22 @@ class EtcdPlan:
     quorum: int
     client_port: int
     peer_port: int
-
-    @property
-    def initial_cluster(self) -> str:
-        return ",".join(f"{m.name}=http://{m.address}:{self.peer_port}" for m in self.members)
-
-    @property
-    def endpoints(self) -> tuple[str, ...]:
-        return tuple(f"{m.address}:{self.client_port}" for m in self.members)
+    initial_cluster: str  # name=http://<mesh address>:peer_port,... for every member, by name
+    endpoints: tuple[str, ...]  # <mesh address>:client_port of every member, by name (Patroni's etcd hosts)
 
 
 def plan_etcd(inv: Inventory) -> EtcdPlan:
-    found = members(inv.with_role(NAME))
+    hosts = inv.with_role(NAME)
     svc = inv.services.etcd
-    return EtcdPlan(found, f"{inv.name}-etcd", len(found) // 2 + 1, svc.client_port, svc.peer_port)
+    return EtcdPlan(
+        members=members(hosts),
+        token=f"{inv.name}-etcd",
+        quorum=len(hosts) // 2 + 1,
+        client_port=svc.client_port,
+        peer_port=svc.peer_port,
+        initial_cluster=",".join(f"{h.name}=http://{h.mesh_address}:{svc.peer_port}" for h in hosts),
+        endpoints=tuple(f"{h.mesh_address}:{svc.client_port}" for h in hosts),
+    )
 
 
 def etcd_plan(p: Placement) -> EtcdPlan:

@@ -3,6 +3,12 @@
 HAProxy's frontends and backends come from the placement of the host's site (its own app hosts first, other
 sites' as `backup`); keepalived's VRRP instance from the site's lb members (priority, router id, the other
 members as unicast peers).
+
+Public traffic only on the public side: the HTTP frontend (HTTP and HTTPS, see tls.py for the certificate) on
+every address, the VIP included. Everything else is on the WireGuard mesh (docs/network.md): every backend
+server is addressed by its host's mesh address, the internal listens (PostgreSQL, Redis) and the stats
+listener bind the load balancer's own mesh address (and 127.0.0.1), and keepalived's unicast VRRP goes
+between the site's load balancers' mesh addresses, while the VIP itself stays on the public interface.
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ import hashlib
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from deploykit.inventory.model import Host
+from deploykit.inventory.model import Host, Inventory
 from deploykit.secret import Secret
 from deploykit.services.contract import ConfigContext, Frontend
 from deploykit.services.lb.placement import SiteLbPlan, lb_sites
+from deploykit.services.lb.tls import EdgeCertificate, cert_path, edge_certificate
 
 STATS_PASSWORD = "haproxy-stats-password"
 VRRP_PASSWORDS = "keepalived-auth-*"  # one per site, see vrrp_secret_name
@@ -30,6 +37,12 @@ VRRP_AUTH_LENGTH = 8
 
 # The health checks the template knows how to write (Frontend.check_kind).
 CHECK_KINDS = ("http", "redis-master")
+
+# Requests under this path are never redirected to HTTPS: an ACME client's HTTP-01 challenge (RFC 8555 8.3).
+ACME_CHALLENGE_PATH = "/.well-known/acme-challenge/"
+# HTTP answers with this redirect to HTTPS: 308 (RFC 7538) keeps the method and the body, so a client's POST to
+# http:// is repeated as a POST (a 301 lets clients turn it into a GET).
+REDIRECT_CODE = 308
 
 
 def vrrp_secret_name(site: str) -> str:
@@ -57,11 +70,20 @@ class LbServer:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpsSettings:
+    port: int  # services.lb.https_port
+    cert_file: str  # HAProxy's PEM (certificate, chain, key): /etc/haproxy/certs/<domain>.pem
+    certificate: EdgeCertificate
+    hsts: int  # Strict-Transport-Security max-age; 0: no header
+
+
+@dataclass(frozen=True, slots=True)
 class HttpFrontend:
     name: str  # "app": frontend and backend share it
-    port: int
+    port: int  # plain HTTP: redirects to HTTPS (but ACME challenges)
     health_path: str
     servers: tuple[LbServer, ...]
+    https: HttpsSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +101,20 @@ class VrrpConfig:
     instance: str  # VI_<site>
     router_id: int
     priority: int
+    # Where the adverts go: the mesh interface, between the members' mesh addresses (keepalived sends and
+    # receives only on the instance's interface); a lone member has no peer and keeps the public interface.
     interface: str
-    source: IPv4Address  # unicast_src_ip
-    peers: tuple[IPv4Address, ...]  # the site's other lb members, in the placement's order
+    source: IPv4Address  # unicast_src_ip: the host's mesh address
+    peers: tuple[IPv4Address, ...]  # the site's other lb members' mesh addresses, in the placement's order
     vip: IPv4Address
+    vip_interface: str  # the public interface: the VIP, and its gratuitous ARPs, are there (`dev`)
     password: Secret  # keepalived-auth-<site>; vrrp_auth_pass() derives the 8 characters used
 
 
 @dataclass(frozen=True, slots=True)
 class LbHostConfig:
     host: str
-    address: IPv4Address
+    address: IPv4Address  # its mesh address: the stats listener's
     site: str
     check_interval_ms: int
     stats_port: int
@@ -97,27 +122,32 @@ class LbHostConfig:
     stats_password: Secret
     app: HttpFrontend | None  # None: the inventory has no app hosts
     listens: tuple[TcpListen, ...]
-    # Internal (db, cache) frontends listen on these only, never on every address: on a server with a public
-    # interface, PostgreSQL and Redis stay private. The VIP is bound while another lb holds it (the base role
-    # sets net.ipv4.ip_nonlocal_bind), so a takeover needs no HAProxy reload.
+    # Internal (db, cache) frontends listen on these only, never on every address: PostgreSQL and Redis stay
+    # on the mesh (and the host itself). The mesh address is bound even before the mesh is up (the mesh and lb
+    # services set net.ipv4.ip_nonlocal_bind).
     internal_binds: tuple[IPv4Address, ...]
     vrrp: VrrpConfig
 
 
-def lb_config(ctx: ConfigContext, host: Host, *, interface: str | None = None) -> LbHostConfig:
+def lb_config(ctx: ConfigContext, host: Host, *, interface: str | None = None,
+              mesh_interface: str | None = None) -> LbHostConfig:
+    """`interface` / `mesh_interface`: other network interfaces than the inventory's (tests)."""
     site = _site_plan(ctx, host)
     me = next(m for m in site.members if m.name == host.name)
     assert site.vip is not None  # plan_placement only plans sites with a VIP
-    svc = ctx.inv.services
+    inv = ctx.inv
+    svc = inv.services
     http = [f for f in site.frontends if f.mode == "http"]
     if len(http) > 1:  # the template serves one HTTP frontend on the public port: never drop one silently
         raise ValueError(f"{host.name}: more than one service asks the load balancers for an HTTP frontend "
                          f"({', '.join(f.name for f in http)}); only one can be served on port {http[0].port}")
-    app = _http(http[0], svc.app.health) if http else None
+    app = _http(ctx, http[0]) if http else None
     listens = tuple(_tcp(ctx, f) for f in site.frontends if f.mode == "tcp")
+    peers = tuple(inv.host(m.name).mesh_address for m in site.members if m.name != host.name)
+    public = interface or host.interface
     return LbHostConfig(
         host=host.name,
-        address=host.address,
+        address=host.mesh_address,
         site=host.site,
         check_interval_ms=svc.lb.check_interval_ms,
         stats_port=svc.lb.stats_port,
@@ -125,15 +155,16 @@ def lb_config(ctx: ConfigContext, host: Host, *, interface: str | None = None) -
         stats_password=ctx.secret(STATS_PASSWORD),
         app=app,
         listens=listens,
-        internal_binds=(host.address, site.vip, LOOPBACK),
+        internal_binds=(host.mesh_address, LOOPBACK),
         vrrp=VrrpConfig(
             instance=f"VI_{site.site}",
             router_id=site.router_id,
             priority=me.priority,
-            interface=interface or host.interface,
-            source=host.address,
-            peers=tuple(m.address for m in site.members if m.name != host.name),
+            interface=(mesh_interface or inv.mesh.interface) if peers else public,
+            source=host.mesh_address,
+            peers=peers,
             vip=site.vip,
+            vip_interface=public,
             password=ctx.secret(vrrp_secret_name(site.site)),
         ),
     )
@@ -146,16 +177,27 @@ def _site_plan(ctx: ConfigContext, host: Host) -> SiteLbPlan:
     raise ValueError(f"{host.name} is not an lb member of a site with a VIP")
 
 
-def _servers(f: Frontend) -> tuple[LbServer, ...]:
-    return tuple(LbServer(b.name, b.address, b.port, b.backup, b.check_port) for b in f.backends)
+def _servers(inv: Inventory, f: Frontend) -> tuple[LbServer, ...]:
+    """Every backend at its host's mesh address (a backend that is no inventory host keeps its own)."""
+    return tuple(LbServer(b.name, _mesh_address(inv, b.name, b.address), b.port, b.backup, b.check_port)
+                 for b in f.backends)
 
 
-def _http(f: Frontend, health_path: str) -> HttpFrontend:
-    return HttpFrontend(f.name, f.port, health_path, _servers(f))
+def _mesh_address(inv: Inventory, name: str, address: IPv4Address) -> IPv4Address:
+    try:
+        return inv.host(name).mesh_address
+    except KeyError:
+        return address
+
+
+def _http(ctx: ConfigContext, f: Frontend) -> HttpFrontend:
+    svc = ctx.inv.services
+    https = HttpsSettings(svc.lb.https_port, cert_path(ctx.inv.domain), edge_certificate(ctx), svc.lb.hsts)
+    return HttpFrontend(f.name, f.port, svc.app.health, _servers(ctx.inv, f), https)
 
 
 def _tcp(ctx: ConfigContext, f: Frontend) -> TcpListen:
     if f.check_kind not in CHECK_KINDS:
         raise ValueError(f"frontend {f.name!r}: no health check of kind {f.check_kind!r} (known: {CHECK_KINDS})")
     secret = ctx.secret(f.check_secret) if f.check_secret else None
-    return TcpListen(f.name, f.port, f.check_kind, f.check_path, _servers(f), secret)
+    return TcpListen(f.name, f.port, f.check_kind, f.check_path, _servers(ctx.inv, f), secret)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from deploykit.inventory.model import LbService
 from deploykit.services.contract import Section, listed
 from deploykit.services.lb.placement import SiteLbPlan
 
 
-def describe_lb(sites: tuple[SiteLbPlan, ...]) -> tuple[Section, ...]:
+def describe_lb(sites: tuple[SiteLbPlan, ...], lb: LbService | None = None) -> tuple[Section, ...]:
     if not sites:
         return ()
     rows = []
@@ -23,6 +24,11 @@ def describe_lb(sites: tuple[SiteLbPlan, ...]) -> tuple[Section, ...]:
     for f in sites[0].frontends:
         backends = ("the site's app hosts first, the others as backup" if any(b.backup for b in f.backends)
                     or f.mode == "http" else listed([b.name for b in f.backends]))
-        fronts.append((str(f.port), f.name, f.check, backends))
-    return web, Section("HAProxy frontends on every lb host", ("port", "frontend", "health check", "backends"),
-                        tuple(fronts))
+        port = f"{lb.https_port} (HTTPS), {f.port} (redirect)" if f.mode == "http" and lb is not None else str(f.port)
+        fronts.append((port, f.name, f.check, backends))
+    title = "HAProxy frontends on every lb host"
+    if lb is not None:
+        own = lb.tls.certificate
+        issuer = f"the certificate in {own}" if own else "a certificate from deploykit's CA"
+        title += f" (HTTPS with {issuer}; the others on the mesh only)"
+    return web, Section(title, ("port", "frontend", "health check", "backends"), tuple(fronts))

@@ -4,15 +4,23 @@ Both configs are checked by the daemon itself before they replace the live file 
 reload: HAProxy's (Debian's ExecReload: check, then USR2 to the master) hands listening sockets to the new
 workers without dropping a connection; keepalived's (SIGHUP) keeps each VRRP instance's state, so the VIP
 does not move because the config changed.
+
+The edge certificate (certificate, chain and private key in one PEM, HAProxy's format) is a file of its own,
+0600 root (HAProxy's master reads it as root, before the workers drop privileges and chroot). It comes before
+haproxy.cfg in the role's files: files go live one after the other, each once its own check passed, so the
+certificate is in place when `haproxy -c` checks a haproxy.cfg that names it. Its own check loads it in a
+throw-away HAProxy configuration: a certificate and key that do not belong together, or a damaged file, never
+replace the live one (a renewal alone changes no haproxy.cfg, whose check would not run).
 """
 
 from __future__ import annotations
 
 import re
 
-from deploykit.plan.desired import ManagedFile, RoleState, Unit, Wait
+from deploykit.plan.desired import Directory, ManagedFile, RoleState, Unit, Wait
 from deploykit.secret import Secret
-from deploykit.services.lb.config import LbHostConfig, vrrp_auth_pass
+from deploykit.services.lb.config import ACME_CHALLENGE_PATH, REDIRECT_CODE, LbHostConfig, vrrp_auth_pass
+from deploykit.services.lb.tls import CERT_DIR
 from deploykit.services.lb.traffic import ADMIN_SOCKET
 from deploykit.services.render import render
 
@@ -24,6 +32,10 @@ KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 # keepalived 2.2.7: `-t`/`--config-test` checks the file given with `-f` and exits non-zero on an error.
 HAPROXY_VALIDATE = "haproxy -c -q -f {path}"
 KEEPALIVED_VALIDATE = "keepalived -t -f {path}"
+# The candidate certificate `{path}` served by a minimal HAProxy configuration, checked (nothing listens);
+# without -q: HAProxy's reason (e.g. "inconsistencies between private key and certificate") is the error.
+CERT_VALIDATE = ('f=$(mktemp) && printf "frontend check\\n    mode http\\n    timeout client 1s\\n'
+                 '    bind 127.0.0.1:1 ssl crt %s\\n" {path} > "$f" && haproxy -c -f "$f"; rc=$?; rm -f "$f"; exit $rc')
 
 # Whether HAProxy runs, as keepalived's tracking script sees it: systemctl is on every systemd host, whereas
 # pidof (sysvinit-utils) and killall (psmisc) are not guaranteed on a minimal Debian.
@@ -54,6 +66,8 @@ def desired(cfg: LbHostConfig) -> RoleState:
         stats_auth=haproxy_secret_word(f"{cfg.stats_user}:", cfg.stats_password),
         check_interval_ms=cfg.check_interval_ms,
         app=cfg.app,
+        acme_path=ACME_CHALLENGE_PATH,
+        redirect_code=REDIRECT_CODE,
         listens=cfg.listens,
         internal_binds=cfg.internal_binds,
         auth_words=auth_words,
@@ -67,10 +81,17 @@ def desired(cfg: LbHostConfig) -> RoleState:
         auth_pass=vrrp_auth_pass(cfg.vrrp.password),
         check_script=HAPROXY_RUNNING,
     )
+    certs: tuple[ManagedFile, ...] = ()
+    if cfg.app is not None:  # the certificate is served by the HTTP frontend only
+        https = cfg.app.https
+        certs = (ManagedFile(https.cert_file, https.certificate.pem(), mode="0600", validate=CERT_VALIDATE,
+                             notify=("haproxy",)),)
     return RoleState(
         role="lb",
         packages=PACKAGES,
+        directories=(Directory(CERT_DIR, mode="0700"),) if certs else (),
         files=(
+            *certs,  # before haproxy.cfg: its check reads the certificate
             # 0640 root:haproxy: it holds the stats and cache passwords; HAProxy reads it before dropping
             # privileges, but `haproxy -c` run by an operator in the haproxy group works too.
             ManagedFile(

@@ -7,6 +7,7 @@ Regenerate the golden files after an intended change: UPDATE_GOLDEN=1 python -m 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,9 +17,11 @@ from deploykit.inventory import Inventory, load_inventory
 from deploykit.plan import plan_placement
 from deploykit.plan.desired import Unit
 from deploykit.secret import Secret
+from deploykit.services.app import APP, WORKER
 from deploykit.services.app import state as app
 from deploykit.services.app.config import BUNDLED_APP, AppHostConfig, AppSourceError, app_config, parse_procfile
 from deploykit.services.contract import ConfigContext
+from deploykit.services.ports import mesh_addresses
 
 REPO = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "app"
@@ -40,6 +43,11 @@ def lab(host: str) -> AppHostConfig:
     return app_config(LAB, LAB.inv.host(host))
 
 
+def mesh(ctx: ConfigContext, *hosts: str) -> str:
+    """The hosts' mesh addresses (hashed from their names), comma-separated."""
+    return ",".join(str(ctx.inv.host(h).mesh_address) for h in hosts)
+
+
 # --- config ------------------------------------------------------------------------------------------------
 
 
@@ -51,18 +59,26 @@ def test_lab_config() -> None:
         "/opt/chirp/app",
         "/etc/chirp/chirp.env",
     )
-    assert (cfg.db_host, cfg.db_port, cfg.db_name, cfg.db_user) == ("10.77.2.100", 5000, "chirp", "chirp")
-    assert cfg.sentinels == ("10.77.3.21:26379", "10.77.1.21:26379", "10.77.2.21:26379")  # by host name
+    # through its site's load balancers on the mesh, itself first (it is one), then in VRRP priority order
+    assert (cfg.db_host, cfg.db_port, cfg.db_name, cfg.db_user) == (
+        mesh(LAB, "rbx1-web-2", "rbx1-web-1"),
+        5000,
+        "chirp",
+        "chirp",
+    )
+    assert lab("rbx1-web-1").db_host == mesh(LAB, "rbx1-web-1", "rbx1-web-2")
+    assert cfg.sentinels == tuple(f"{mesh(LAB, h)}:26379" for h in ("ams1-data-1", "fra1-data-1", "rbx1-data-1"))
     assert cfg.redis_master == "chirp-lab"
     assert (cfg.db_password, cfg.cache_password, cfg.secret_key) == (
         secret("db-app-password"),
         secret("cache-password"),
         secret("app-secret-key"),
     )
-    assert cfg.web_command is not None and cfg.web_command.startswith("gunicorn --bind 10.77.2.12:8000 --workers 2 ")
+    me = mesh(LAB, "rbx1-web-2")
+    assert cfg.web_command is not None and cfg.web_command.startswith(f"gunicorn --bind {me}:8000 --workers 2 ")
     assert cfg.worker_command == "python3 -m chirp worker"
     assert cfg.release_command == "python3 -m chirp migrate"
-    assert cfg.health_url == "http://10.77.2.12:8000/healthz"
+    assert cfg.health_url == f"http://{me}:8000/healthz"  # where gunicorn listens, and HAProxy checks
     assert "s3cr3t" not in repr(cfg)
 
 
@@ -87,8 +103,9 @@ def test_db_endpoint_without_local_lb(
 ) -> None:
     hosts = {**base_hosts, "ams1-web-[1:2]": "{address: 10.3.0.11, site: ams1, roles: [app, worker]}"}
     ctx = context_of(load_text(make_inventory(hosts=hosts)))
-    assert app_config(ctx, ctx.inv.host("ams1-web-1")).db_host == "10.1.0.100"  # first site with lbs
-    assert app_config(ctx, ctx.inv.host("rbx1-web-1")).db_host == "10.2.0.100"  # its own site's
+    first = app_config(ctx, ctx.inv.host("ams1-web-1"))
+    assert (first.db_host, first.db_port) == (mesh(ctx, "fra1-web-1", "fra1-web-2"), 5000)  # first site with lbs
+    assert app_config(ctx, ctx.inv.host("rbx1-web-2")).db_host == mesh(ctx, "rbx1-web-2", "rbx1-web-1")  # its own
 
 
 def test_db_endpoint_without_any_lb(
@@ -97,7 +114,29 @@ def test_db_endpoint_without_any_lb(
     hosts = {k: v.replace("[lb, app, worker]", "[app, worker]") for k, v in base_hosts.items()}
     ctx = context_of(load_text(make_inventory(hosts=hosts)))
     cfg = app_config(ctx, ctx.inv.host("fra1-web-1"))
-    assert (cfg.db_host, cfg.db_port) == ("10.3.0.21,10.1.0.21,10.2.0.21", 5432)  # libpq picks read-write
+    # libpq picks the read-write one
+    assert (cfg.db_host, cfg.db_port) == (mesh(ctx, "ams1-data-1", "fra1-data-1", "rbx1-data-1"), 5432)
+
+
+def test_no_public_address_in_any_file() -> None:
+    for host in LAB.inv.with_role("app"):
+        cfg = lab(host.name)
+        for f in app.desired(cfg).files:
+            found = [h.name for h in LAB.inv.hosts if re.search(rf"\b{re.escape(str(h.address))}\b", f.content)]
+            assert not found, f"{host.name}:{f.path} names the public address of {found}"
+        assert str(host.address) not in " ".join(w.command for w in app.desired(cfg).waits)
+
+
+def test_load_balancers_reach_the_app_on_the_mesh() -> None:
+    rules = APP.firewall(LAB, LAB.inv.host("fra1-web-1"))
+    assert [(r.description, r.port, r.sources, r.interface) for r in rules] == [
+        ("app", 8000, mesh_addresses(LAB.inv, "lb"), "mesh0")
+    ]
+    (frontend,) = APP.frontends(LAB.inv, "fra1")
+    assert [(b.name, b.address, b.backup) for b in frontend.backends] == [
+        (h.name, h.mesh_address, h.site != "fra1") for h in LAB.inv.with_role("app")
+    ]
+    assert WORKER.firewall(LAB, LAB.inv.host("fra1-web-1")) == ()  # the worker listens on nothing
 
 
 def test_only_app_and_worker_hosts() -> None:
@@ -138,7 +177,7 @@ def test_custom_app_with_command(
     )
     cfg = app_config(ctx, ctx.inv.host("fra1-web-1"))
     assert (cfg.name, cfg.env_prefix, cfg.env_path) == ("my-shop", "MY_SHOP_", "/etc/my-shop/my-shop.env")
-    assert cfg.web_command == "uwsgi --http 10.1.0.11:8000 100%%"  # '%' escaped for systemd
+    assert cfg.web_command == f"uwsgi --http {mesh(ctx, 'fra1-web-1')}:8000 100%%"  # '%' escaped for systemd
     assert cfg.worker_command == "./run-worker --n 4"
     assert cfg.release_command is None
     assert [(f.path, f.mode) for f in cfg.source.files] == [
@@ -210,7 +249,7 @@ def test_app_and_worker_host_state() -> None:
     assert by_path["/etc/systemd/system/chirp-release.service"].notify == ()
     assert by_path["/etc/sysusers.d/chirp.conf"].after_change == "systemd-sysusers /etc/sysusers.d/chirp.conf"
     assert [w.command for w in state.waits] == [
-        "curl -fsS --max-time 2 -o /dev/null http://10.77.1.11:8000/healthz",
+        f"curl -fsS --max-time 2 -o /dev/null http://{mesh(LAB, 'fra1-web-1')}:8000/healthz",
         "systemctl is-active --quiet chirp-worker.service",
     ]
     assert app.release_command(cfg) == "systemctl start chirp-release.service"

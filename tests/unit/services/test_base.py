@@ -31,8 +31,12 @@ LAB = context("lab.yml")
 EXAMPLE = context("example.yml")
 
 
+MESH_RULE = "WireGuard mesh from the inventory's hosts"
+
+
 def addresses(inv: Inventory, *names: str) -> tuple[IPv4Address, ...]:
-    return tuple(inv.host(n).address for n in names)
+    """Mesh addresses: every internal port's sources."""
+    return tuple(inv.host(n).mesh_address for n in names)
 
 
 def rules(ctx: ConfigContext, host: str) -> dict[str, FirewallRule]:
@@ -41,17 +45,23 @@ def rules(ctx: ConfigContext, host: str) -> dict[str, FirewallRule]:
 
 
 def with_roles(inv: Inventory, *roles: str) -> tuple[IPv4Address, ...]:
-    return tuple(h.address for h in inv.hosts if any(h.has(r) for r in roles))
+    return tuple(h.mesh_address for h in inv.hosts if any(h.has(r) for r in roles))
 
 
 def test_data_host_opens_exactly_its_services_to_exactly_their_clients() -> None:
     inv = LAB.inv
     got = rules(LAB, "fra1-data-1")
-    assert list(got) == ["ssh", "etcd client", "etcd peer", "PostgreSQL", "Patroni REST API", "Redis", "Redis Sentinel",
-                         "DNS", "DNS over TCP"]
+    assert list(got) == ["ssh", MESH_RULE, "etcd client", "etcd peer", "PostgreSQL", "Patroni REST API", "Redis",
+                         "Redis Sentinel", "DNS", "DNS over TCP"]
     data = addresses(inv, "ams1-data-1", "fra1-data-1", "rbx1-data-1")
-    web = tuple(h.address for h in inv.hosts if "web" in h.name)
+    web = tuple(h.mesh_address for h in inv.hosts if "web" in h.name)
     assert got["ssh"] == FirewallRule("ssh", "tcp", 22, None)
+    # WireGuard from the other hosts' public addresses; everything internal only on the mesh, from mesh addresses
+    assert got[MESH_RULE] == FirewallRule(MESH_RULE, "udp", 51820,
+                                          tuple(h.address for h in inv.hosts if h.name != "fra1-data-1"))
+    internal = [r for r in got.values() if r.description not in ("ssh", MESH_RULE, "DNS", "DNS over TCP")]
+    assert internal and all(r.interface == "mesh0" and r.sources for r in internal)
+    assert all(a in inv.mesh.network for r in internal for a in r.sources or ())
     assert got["etcd client"].port == 2379 and got["etcd client"].sources == data
     assert got["etcd peer"].port == 2380 and got["etcd peer"].sources == data
     assert set(got["PostgreSQL"].sources or ()) == set(data + web)  # db + lb (web hosts are lbs)
@@ -72,10 +82,10 @@ def test_sources_follow_roles_not_host_names() -> None:
     assert db["Patroni REST API"].sources == with_roles(inv, "db", "lb")
     assert "Redis" not in db  # a port opens only where its service listens
     cache = rules(EXAMPLE, "fra1-cache-1")
-    assert list(cache) == ["ssh", "Redis", "Redis Sentinel", "DNS", "DNS over TCP"]
+    assert list(cache) == ["ssh", MESH_RULE, "Redis", "Redis Sentinel", "DNS", "DNS over TCP"]
     assert cache["Redis Sentinel"].sources == with_roles(inv, "cache", "app", "worker", "lb")
     app = rules(EXAMPLE, "rbx1-app-07")
-    assert list(app) == ["ssh", "app"]
+    assert list(app) == ["ssh", MESH_RULE, "app"]
     assert app["app"].port == 8000 and app["app"].sources == with_roles(inv, "lb")
 
 
@@ -106,7 +116,7 @@ def test_no_rule_without_sources_and_no_haproxy_port_without_backends(make_inven
     got = [r.description for r in base_config(ctx, inv.host("fra1-lb-1")).firewall]
     # No cache hosts: no Redis frontend. No app/worker hosts: nobody may use the db frontends.
     # A single lb in its site: no VRRP peers.
-    assert got == ["ssh", "HTTP", "HAProxy stats"]
+    assert got == ["ssh", MESH_RULE, "HTTP", "HTTPS", "HAProxy stats"]
 
 
 def test_ssh_port_comes_from_the_host(make_inventory, load_text) -> None:
@@ -120,10 +130,12 @@ def test_sysctls_by_role() -> None:
     def keys(ctx: ConfigContext, host: str) -> dict[str, str]:
         return {s.key: s.value for s in base_config(ctx, ctx.inv.host(host)).sysctls}
 
-    assert keys(EXAMPLE, "fra1-lb-1") == {"net.core.somaxconn": "4096", "net.ipv4.ip_nonlocal_bind": "1"}
-    assert keys(EXAMPLE, "fra1-db-1") == {"net.core.somaxconn": "4096", "vm.swappiness": "1"}
-    assert keys(EXAMPLE, "fra1-app-01") == {"net.core.somaxconn": "4096"}
-    assert keys(LAB, "fra1-data-1") == {"net.core.somaxconn": "4096", "vm.overcommit_memory": "1", "vm.swappiness": "1"}
+    # every host binds its mesh address (the mesh service), whether or not mesh0 is up yet
+    common = {"net.core.somaxconn": "4096", "net.ipv4.ip_nonlocal_bind": "1"}
+    assert keys(EXAMPLE, "fra1-lb-1") == common
+    assert keys(EXAMPLE, "fra1-db-1") == {**common, "vm.swappiness": "1"}
+    assert keys(EXAMPLE, "fra1-app-01") == common
+    assert keys(LAB, "fra1-data-1") == {**common, "vm.overcommit_memory": "1", "vm.swappiness": "1"}
 
 
 def test_sysctls_are_applied_now_and_read_only_keys_skipped() -> None:
@@ -132,6 +144,8 @@ def test_sysctls_are_applied_now_and_read_only_keys_skipped() -> None:
     assert sysctl.after_change == (
         "if [ -w /proc/sys/net/core/somaxconn ]; then sysctl -q -w net.core.somaxconn=4096; "
         "else echo 'skipped net.core.somaxconn: read-only here'; fi && "
+        "if [ -w /proc/sys/net/ipv4/ip_nonlocal_bind ]; then sysctl -q -w net.ipv4.ip_nonlocal_bind=1; "
+        "else echo 'skipped net.ipv4.ip_nonlocal_bind: read-only here'; fi && "
         "if [ -w /proc/sys/vm/overcommit_memory ]; then sysctl -q -w vm.overcommit_memory=1; "
         "else echo 'skipped vm.overcommit_memory: read-only here'; fi && "
         "if [ -w /proc/sys/vm/swappiness ]; then sysctl -q -w vm.swappiness=1; "

@@ -5,6 +5,7 @@ Regenerate the golden files after an intended change: UPDATE_GOLDEN=1 python -m 
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from deploykit.inventory import Inventory, load_inventory
 from deploykit.plan import plan_placement
 from deploykit.plan.desired import ManagedFile, RoleState, Unit
 from deploykit.secret import Secret
+from deploykit.services.cache import SERVICE
 from deploykit.services.cache import state as cache
 from deploykit.services.cache.config import CacheHostConfig, cache_config
 from deploykit.services.contract import ConfigContext
+from deploykit.services.ports import mesh_addresses
 
 REPO = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "cache"
@@ -38,6 +41,11 @@ def lab(host: str) -> CacheHostConfig:
     return cache_config(LAB, LAB.inv.host(host))
 
 
+def mesh(host: str) -> str:
+    """A lab host's mesh address (hashed from its name, inside the lab's mesh network 10.77.128.0/17)."""
+    return str(LAB.inv.host(host).mesh_address)
+
+
 def state(host: str) -> RoleState:
     return cache.desired(lab(host))
 
@@ -56,7 +64,8 @@ def lines(st: RoleState, path: str) -> list[str]:
 def test_lab_config() -> None:
     cfg = lab("fra1-data-1")
     assert cfg.master_name == "chirp-lab"
-    assert str(cfg.master_address) == "10.77.3.21"  # ams1-data-1: first cache host by name
+    assert str(cfg.master_address) == mesh("ams1-data-1")  # first cache host by name, on the mesh
+    assert cfg.mesh_address == LAB.inv.host("fra1-data-1").mesh_address
     assert not cfg.is_initial_master
     assert (cfg.port, cfg.sentinel_port, cfg.quorum, cfg.down_after_ms) == (6379, 26379, 2, 3000)
     assert cfg.failover_timeout_ms == 30000
@@ -68,19 +77,19 @@ def test_only_the_initial_master_has_no_replicaof() -> None:
     by_host = {h: lab(h).replicaof for h in CACHE_HOSTS}
     assert by_host == {
         "ams1-data-1": None,
-        "fra1-data-1": lab("ams1-data-1").address,
-        "rbx1-data-1": lab("ams1-data-1").address,
+        "fra1-data-1": lab("ams1-data-1").mesh_address,
+        "rbx1-data-1": lab("ams1-data-1").mesh_address,
     }
     assert [ln for ln in lines(state("ams1-data-1"), cache.REDIS_CONF) if ln.startswith("replicaof")] == []
     for host in ("fra1-data-1", "rbx1-data-1"):
         assert [ln for ln in lines(state(host), cache.REDIS_CONF) if ln.startswith("replicaof")] == [
-            "replicaof 10.77.3.21 6379"
+            f"replicaof {mesh('ams1-data-1')} 6379"
         ]
 
 
 def test_sentinel_monitors_the_initial_master_with_a_majority_quorum() -> None:
     for host in CACHE_HOSTS:
-        assert "sentinel monitor chirp-lab 10.77.3.21 6379 2" in lines(state(host), cache.SENTINEL_CONF)
+        assert f"sentinel monitor chirp-lab {mesh('ams1-data-1')} 6379 2" in lines(state(host), cache.SENTINEL_CONF)
 
 
 @pytest.mark.parametrize(("count", "quorum"), [(1, 1), (3, 2), (4, 3), (5, 3)])
@@ -94,7 +103,8 @@ def test_quorum_is_a_majority(load_text, make_inventory, count: int, quorum: int
     cfgs = [cache_config(ctx, h) for h in inv.with_role("cache")]
     assert {c.quorum for c in cfgs} == {quorum}
     assert [c.is_initial_master for c in cfgs] == [True] + [False] * (count - 1)
-    assert f"sentinel monitor chirp-test 10.1.0.31 6379 {quorum}" in lines(cache.desired(cfgs[-1]), cache.SENTINEL_CONF)
+    master = inv.host("c-1").mesh_address
+    assert f"sentinel monitor chirp-test {master} 6379 {quorum}" in lines(cache.desired(cfgs[-1]), cache.SENTINEL_CONF)
 
 
 def test_services_tunables_reach_the_files(load_text, make_inventory) -> None:  # noqa: ANN001
@@ -104,11 +114,37 @@ def test_services_tunables_reach_the_files(load_text, make_inventory) -> None:  
     st = cache.desired(cfg)
     assert cfg.failover_timeout_ms == 10_000  # never below the floor
     assert "port 7000" in lines(st, cache.STATIC_CONF)
-    assert "replicaof 10.3.0.21 7000" in lines(st, cache.REDIS_CONF)
+    assert f"replicaof {inv.host('ams1-data-1').mesh_address} 7000" in lines(st, cache.REDIS_CONF)
     sentinel = lines(st, cache.SENTINEL_CONF)
     assert "port 27000" in sentinel
     assert "sentinel down-after-milliseconds chirp-test 500" in sentinel
     assert "sentinel failover-timeout chirp-test 10000" in sentinel
+
+
+def test_no_public_address_in_any_file() -> None:
+    for host in CACHE_HOSTS:
+        for f in state(host).files:
+            found = [h.name for h in LAB.inv.hosts if re.search(rf"\b{re.escape(str(h.address))}\b", f.content)]
+            assert not found, f"{host}:{f.path} names the public address of {found}"
+
+
+def test_firewall_opens_redis_and_sentinel_on_the_mesh_to_their_clients() -> None:
+    rules = SERVICE.firewall(LAB, LAB.inv.host("fra1-data-1"))
+    assert [(r.description, r.port, r.interface) for r in rules] == [
+        ("Redis", 6379, "mesh0"),
+        ("Redis Sentinel", 26379, "mesh0"),
+    ]
+    # replicas and sentinels, the app and worker (through Sentinel) and HAProxy's checks: every lab host
+    clients = mesh_addresses(LAB.inv, "cache", "app", "worker", "lb")
+    assert clients == tuple(h.mesh_address for h in LAB.inv.hosts)
+    assert all(r.sources == clients for r in rules)
+
+
+def test_load_balancers_check_the_servers_on_their_mesh_addresses() -> None:
+    (frontend,) = SERVICE.frontends(LAB.inv, "fra1")
+    assert [(b.name, b.address, b.port) for b in frontend.backends] == [
+        (h, LAB.inv.host(h).mesh_address, 6379) for h in CACHE_HOSTS
+    ]
 
 
 def test_a_host_without_the_role_is_refused() -> None:
@@ -122,13 +158,13 @@ def test_a_host_without_the_role_is_refused() -> None:
 def test_static_settings() -> None:
     static = lines(state("rbx1-data-1"), cache.STATIC_CONF)
     for want in (
-        "bind 10.77.2.21 127.0.0.1",
+        f"bind {mesh('rbx1-data-1')} 127.0.0.1",
         "port 6379",
         "protected-mode yes",
         "appendonly yes",
         "requirepass s3cr3t-cache-password",
         "masterauth s3cr3t-cache-password",
-        "replica-announce-ip 10.77.2.21",
+        f"replica-announce-ip {mesh('rbx1-data-1')}",
     ):
         assert want in static
     assert not any(ln.startswith(("replicaof", "sentinel")) for ln in static)
@@ -138,10 +174,10 @@ def test_sentinel_settings() -> None:
     sentinel = lines(state("rbx1-data-1"), cache.SENTINEL_CONF)
     for want in (
         "port 26379",
-        "bind 10.77.2.21 127.0.0.1",
+        f"bind {mesh('rbx1-data-1')} 127.0.0.1",
         "requirepass s3cr3t-cache-password",
         "sentinel sentinel-pass s3cr3t-cache-password",
-        "sentinel announce-ip 10.77.2.21",
+        f"sentinel announce-ip {mesh('rbx1-data-1')}",
         "sentinel auth-pass chirp-lab s3cr3t-cache-password",
         "sentinel parallel-syncs chirp-lab 1",
         "sentinel deny-scripts-reconfig yes",

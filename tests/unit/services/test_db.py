@@ -5,6 +5,7 @@ Regenerate the golden files after an intended change: UPDATE_GOLDEN=1 python -m 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,10 @@ from deploykit.inventory import load_inventory
 from deploykit.plan import plan_placement
 from deploykit.secret import Secret
 from deploykit.services.contract import ConfigContext
+from deploykit.services.db import SERVICE
 from deploykit.services.db import state as db
-from deploykit.services.db.config import DbHostConfig, db_config
+from deploykit.services.db.config import DbHostConfig, db_config, primary_load_balancers
+from deploykit.services.ports import mesh_addresses
 
 REPO = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "db"
@@ -40,15 +43,21 @@ def patroni_yaml(ctx: ConfigContext, host: str) -> dict:
     return yaml.safe_load(next(f.content for f in state.files if f.path == "/etc/patroni/config.yml"))
 
 
+def mesh(ctx: ConfigContext, name: str) -> str:
+    """A host's mesh address (hashed from its name, inside the inventory's mesh network)."""
+    return str(ctx.inv.host(name).mesh_address)
+
+
 def test_patroni_config_from_placement() -> None:
     conf = patroni_yaml(LAB, "fra1-data-1")
+    me = mesh(LAB, "fra1-data-1")
     assert conf["scope"] == "chirp-lab" and conf["name"] == "fra1-data-1"
-    assert conf["restapi"]["listen"] == conf["restapi"]["connect_address"] == "10.77.1.21:8008"
+    assert conf["restapi"]["listen"] == conf["restapi"]["connect_address"] == f"{me}:8008"
     assert conf["restapi"]["authentication"]["password"] == "s3cr3t-patroni-rest-password"
-    assert conf["etcd3"]["hosts"] == ["10.77.3.21:2379", "10.77.1.21:2379", "10.77.2.21:2379"]
+    assert conf["etcd3"]["hosts"] == [f"{mesh(LAB, n)}:2379" for n in ("ams1-data-1", "fra1-data-1", "rbx1-data-1")]
     pg = conf["postgresql"]
-    assert pg["listen"] == "10.77.1.21,127.0.0.1:5432"  # the port once, after every address
-    assert pg["connect_address"] == "10.77.1.21:5432"
+    assert pg["listen"] == f"{me},127.0.0.1:5432"  # the port once, after every address
+    assert pg["connect_address"] == f"{me}:5432"
     assert pg["data_dir"] == "/var/lib/postgresql/15/chirp-lab"
     assert pg["bin_dir"] == "/usr/lib/postgresql/15/bin"
     assert pg["authentication"] == {
@@ -102,8 +111,8 @@ def test_asynchronous_inventory(make_inventory, load_text) -> None:
 
 def test_pg_hba_sources() -> None:
     rules = config(LAB, "ams1-data-1").pg_hba
-    data = {"10.77.1.21/32", "10.77.2.21/32", "10.77.3.21/32"}
-    web = {f"10.77.{s}.{n}/32" for s in (1, 2, 3) for n in (11, 12)}
+    data = {f"{mesh(LAB, f'{s}-data-1')}/32" for s in ("fra1", "rbx1", "ams1")}
+    web = {f"{mesh(LAB, f'{s}-web-{n}')}/32" for s in ("fra1", "rbx1", "ams1") for n in (1, 2)}
     by = {
         (r.type, r.database, r.user): {
             x.address for x in rules if (x.type, x.database, x.user) == (r.type, r.database, r.user)
@@ -114,12 +123,12 @@ def test_pg_hba_sources() -> None:
         ("local", "all", "postgres"): {""},
         ("host", "all", "postgres"): {"127.0.0.1/32"} | data,
         ("host", "replication", "replicator"): data,
-        ("host", "chirp", "chirp"): web,  # app, worker and lb hosts (HAProxy's TCP proxying)
+        ("host", "chirp", "chirp"): web,  # app, worker and lb hosts (HAProxy's TCP proxying), by mesh address
     }
     assert all(r.method == ("peer" if r.type == "local" else "scram-sha-256") for r in rules)
     example = {r.address for r in config(EXAMPLE, "fra1-db-1").pg_hba if r.user == "chirp"}
     hosts = [h for h in EXAMPLE.inv.hosts if {"app", "worker", "lb"} & set(h.roles)]
-    assert example == {f"{h.address}/32" for h in hosts} and len(example) == 126
+    assert example == {f"{h.mesh_address}/32" for h in hosts} and len(example) == 126
 
 
 def test_watchdog_off_in_the_lab_required_by_default() -> None:
@@ -176,7 +185,66 @@ def test_state() -> None:
     assert [(s.name, s.reload) for s in state.services] == [("patroni", True)]
     paths = [f.path for f in state.files]
     assert paths.index("/etc/patroni/config.yml") < paths.index("/etc/patroni/dynamic.yml")  # patronictl reads it
-    assert [w.command for w in state.waits][0] == "curl -fsS -o /dev/null http://10.77.1.21:8008/health"
+    # on the address the REST API listens on: the host's own mesh address
+    health = f"curl -fsS -o /dev/null http://{mesh(LAB, 'fra1-data-1')}:8008/health"
+    assert [w.command for w in state.waits][0] == health
+
+
+def test_no_public_address_in_any_file() -> None:
+    for host in LAB.inv.with_role("db"):
+        for f in db.desired(config(LAB, host.name)).files:
+            found = [h.name for h in LAB.inv.hosts if re.search(rf"\b{re.escape(str(h.address))}\b", f.content)]
+            assert not found, f"{host.name}:{f.path} names the public address of {found}"
+
+
+def test_firewall_opens_its_ports_on_the_mesh_to_the_members_and_load_balancers() -> None:
+    rules = {r.description: r for r in SERVICE.firewall(LAB, LAB.inv.host("fra1-data-1"))}
+    assert set(rules) == {"PostgreSQL", "Patroni REST API"}
+    data_and_lb = mesh_addresses(LAB.inv, "db", "lb")  # HAProxy proxies and checks from the lbs' mesh addresses
+    assert len(data_and_lb) == 9 and all(a in LAB.inv.mesh.network for a in data_and_lb)
+    assert rules["PostgreSQL"].sources == rules["Patroni REST API"].sources == data_and_lb
+    assert {(r.port, r.interface) for r in rules.values()} == {(5432, "mesh0"), (8008, "mesh0")}
+
+
+@pytest.mark.parametrize("ctx", [LAB, EXAMPLE], ids=["lab", "example"])
+def test_every_internal_port_of_the_data_and_app_tiers_is_on_the_mesh_only(ctx: ConfigContext) -> None:
+    """etcd, db, cache, app and worker: every rule on the mesh interface, from mesh addresses only."""
+    from deploykit.services.app import APP, WORKER
+    from deploykit.services.cache import SERVICE as CACHE
+    from deploykit.services.etcd import SERVICE as ETCD
+
+    seen = 0
+    for service in (ETCD, SERVICE, CACHE, APP, WORKER):
+        for host in ctx.inv.with_role(service.name):
+            for rule in service.firewall(ctx, host):
+                assert rule.interface == ctx.inv.mesh.interface == "mesh0", (service.name, host.name, rule)
+                assert rule.sources and all(a in ctx.inv.mesh.network for a in rule.sources), (host.name, rule)
+                seen += 1
+    assert seen > 0
+
+
+def test_without_load_balancers_the_app_hosts_reach_postgresql_directly(
+    load_text, make_inventory, base_hosts  # noqa: ANN001
+) -> None:
+    hosts = {k: v.replace("[lb, app, worker]", "[app, worker]") for k, v in base_hosts.items()}
+    inv = load_text(make_inventory(hosts=hosts))
+    ctx = ConfigContext(inv, plan_placement(inv), lambda s: Secret(s, "x"))
+    rules = {r.description: r for r in SERVICE.firewall(ctx, inv.host("fra1-data-1"))}
+    assert rules["PostgreSQL"].sources == tuple(h.mesh_address for h in inv.hosts)  # every host: db or app
+    assert rules["Patroni REST API"].sources == mesh_addresses(inv, "db")
+
+
+def test_load_balancers_serve_the_members_on_their_mesh_addresses() -> None:
+    frontends = SERVICE.frontends(LAB.inv, "fra1")
+    assert [f.name for f in frontends] == ["db-primary", "db-replicas"]
+    for f in frontends:
+        assert [(b.name, b.address, b.port, b.check_port) for b in f.backends] == [
+            (h.name, h.mesh_address, 5432, 8008) for h in LAB.inv.with_role("db")
+        ]
+
+
+def test_primary_load_balancers() -> None:
+    assert [m.name for m in primary_load_balancers(LAB.placement, "rbx1")] == ["rbx1-web-1", "rbx1-web-2"]
 
 
 def test_dynamic_file_equals_bootstrap_dcs() -> None:

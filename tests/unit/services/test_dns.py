@@ -51,8 +51,8 @@ DNS_HOSTS = ("ams1-data-1", "fra1-data-1", "rbx1-data-1")
 SERIAL = 1_764_441_000
 LAB_VIPS = "{'10.77.1.100', '10.77.2.100', '10.77.3.100'}"
 OPTIONS = "{selector='all', backupSelector='all', timeout='2'}"
-LAB_LUA = (f"\";local healthy = ifurlup('http://chirp.lab:80/healthz', {LAB_VIPS}, {OPTIONS}) "
-           f"local reachable = ifportup(80, {LAB_VIPS}, {OPTIONS}) "
+LAB_LUA = (f"\";local healthy = ifurlup('https://chirp.lab:443/healthz', {LAB_VIPS}, {OPTIONS}) "
+           f"local reachable = ifportup(443, {LAB_VIPS}, {OPTIONS}) "
            "if #healthy < 3 then return healthy end return reachable\"")
 
 
@@ -103,24 +103,25 @@ def test_public_names_are_the_apex_www_and_the_listed_ones() -> None:
 def test_each_site_enters_through_its_vip_checked_through_haproxy() -> None:
     plan = plan_of(LAB)
     assert [(str(e.address), e.site, e.provider, e.hosts, e.health_url) for e in plan.entries] == [
-        ("10.77.1.100", "fra1", "hetzner", ("fra1-web-1", "fra1-web-2"), "http://10.77.1.100:80/healthz"),
-        ("10.77.2.100", "rbx1", "ovh", ("rbx1-web-1", "rbx1-web-2"), "http://10.77.2.100:80/healthz"),
-        ("10.77.3.100", "ams1", "leaseweb", ("ams1-web-1", "ams1-web-2"), "http://10.77.3.100:80/healthz"),
+        ("10.77.1.100", "fra1", "hetzner", ("fra1-web-1", "fra1-web-2"), "https://10.77.1.100:443/healthz"),
+        ("10.77.2.100", "rbx1", "ovh", ("rbx1-web-1", "rbx1-web-2"), "https://10.77.2.100:443/healthz"),
+        ("10.77.3.100", "ams1", "leaseweb", ("ams1-web-1", "ams1-web-2"), "https://10.77.3.100:443/healthz"),
     ]
-    # One URL for every address: the domain as Host header, connected to each entry in turn.
-    assert plan.check_url == "http://chirp.lab:80/healthz" and plan.check_port == 80
+    # One URL for every address: HTTPS (plain HTTP only redirects), the domain as TLS server name and Host
+    # header, connected to each entry in turn.
+    assert plan.check_url == "https://chirp.lab:443/healthz" and plan.check_port == 443
     assert (plan.ttl, plan.check_interval, plan.check_timeout) == (30, 2, 2)
 
 
 def test_ports_paths_and_timing_come_from_the_services(make_inventory, base_hosts, load_text) -> None:
     base_hosts["fra1-data-1"] = "{address: 10.1.0.21, site: fra1, roles: [db, etcd, cache, dns]}"
     base_hosts["rbx1-data-1"] = "{address: 10.2.0.21, site: rbx1, roles: [db, etcd, cache, dns]}"
-    inv = load_text(make_inventory(hosts=base_hosts, services="services:\n  lb: {http_port: 8080}\n"
+    inv = load_text(make_inventory(hosts=base_hosts, services="services:\n  lb: {http_port: 8080, https_port: 8443}\n"
                                    "  app: {health: /up}\n  dns: {ttl: 300, check_interval: 5, check_timeout: 3, "
                                    "names: [api, www, api]}\n"))
     plan = plan_of(context(inv))
-    assert (plan.check_url, plan.check_port) == ("http://chirp.test:8080/up", 8080)
-    assert plan.entries[0].health_url == "http://10.1.0.100:8080/up"
+    assert (plan.check_url, plan.check_port) == ("https://chirp.test:8443/up", 8443)
+    assert plan.entries[0].health_url == "https://10.1.0.100:8443/up"
     assert (plan.ttl, plan.check_interval, plan.check_timeout) == (300, 5, 3)
     assert [n.label for n in plan.names] == ["@", "www", "api"]  # www once, api once
 
@@ -269,9 +270,10 @@ def test_state() -> None:
         ("/etc/powerdns/deploykit/chirp.lab.zone", ()),  # reloaded in place, never a restart
         ("/etc/powerdns/deploykit/named.conf", ("pdns",)),
         ("/etc/powerdns/pdns.d/zz-deploykit.conf", ("pdns",)),
+        ("/usr/local/share/ca-certificates/deploykit-chirp-lab.crt", ()),  # see test_the_dns_hosts_trust_...
     ]
     assert state.files[0].after_change == dns.reload_zone_command("chirp.lab")
-    assert all(f.validate and "{path}" in f.validate for f in state.files)
+    assert all(f.validate and "{path}" in f.validate for f in state.files[:3])
     assert state.services == (Unit("pdns", enabled=True, running=True),)
     assert cfg.listen == ("10.77.1.21:53", "127.0.0.1:53")  # never 0.0.0.0 (a local resolver may hold 127.0.0.53)
     (wait,) = state.waits
@@ -311,7 +313,7 @@ def test_commands() -> None:
         f"[ \"$({dig} chirp.lab SOA | awk '{{print $3}}')\" = {SERIAL} ] && "
         f"{dig} chirp.lab A | grep -qE '^[0-9.]+$' && {dig} www.chirp.lab A | grep -qE '^[0-9.]+$'")
     # the validate commands are format strings of the candidate's path only
-    for f in dns.desired(cfg).files:
+    for f in dns.desired(cfg).files[:3]:
         assert f.validate is not None
         assert f.validate.format(path="/x").count("/x") == 1
 
@@ -419,9 +421,9 @@ def test_describe_lists_answers_servers_and_the_losses_that_change_them() -> Non
     answers, servers, losses = DNS.describe(LAB.inv, LAB.placement)
     assert answers.columns == ("names", "answer with", "while this answers 200", "TTL")
     assert answers.rows == (
-        ("chirp.lab, www.chirp.lab", "10.77.1.100 (fra1, hetzner)", "http://10.77.1.100:80/healthz", "30 s"),
-        ("", "10.77.2.100 (rbx1, ovh)", "http://10.77.2.100:80/healthz", ""),
-        ("", "10.77.3.100 (ams1, leaseweb)", "http://10.77.3.100:80/healthz", ""),
+        ("chirp.lab, www.chirp.lab", "10.77.1.100 (fra1, hetzner)", "https://10.77.1.100:443/healthz", "30 s"),
+        ("", "10.77.2.100 (rbx1, ovh)", "https://10.77.2.100:443/healthz", ""),
+        ("", "10.77.3.100 (ams1, leaseweb)", "https://10.77.3.100:443/healthz", ""),
     )
     assert servers.rows == (("ns1.chirp.lab", "10.77.3.21", "ams1-data-1 (leaseweb)"),
                             ("ns2.chirp.lab", "10.77.1.21", "fra1-data-1 (hetzner)"),
@@ -443,9 +445,9 @@ def test_plan_offline_shows_the_dns_tables_and_tier(repo_root: Path) -> None:
     assert result.exit_code == 0, result.output
     out = flat(result.stdout)
     assert ("DNS answers (PowerDNS LUA ifurlup on every dns host, checks every 2 s, timeout 2 s; when all or none "
-            "answer 200: those accepting connections on port 80, or all)") in out
+            "answer 200: those accepting connections on port 443, or all)") in out
     assert "│ chirp.example, www.chirp.example," in out and "api.chirp.example" in out
-    assert "│ 10.10.0.100 (fra1, hetzner) │ http://10.10.0.100:80/healthz │ 30 s │" in out
+    assert "│ 10.10.0.100 (fra1, hetzner) │ https://10.10.0.100:443/healthz │ 30 s │" in out
     assert "ns2.chirp.example │ 10.10.0.111 │ fra1-cache-1 (hetzner)" in out
     assert "provider ovh │ ns1, ns2 │ 10.10.0.100 (fra1), 10.30.0.100 (ams1)" in out
     assert "┃ lost ┃ hosts ┃ dns ┃ lb ┃" in out
@@ -457,7 +459,7 @@ def test_plan_offline_json_holds_the_dns_placement_and_verdicts(repo_root: Path)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     part = data["placement"]["dns"]
-    assert part["zone"] == "chirp.lab" and part["check_url"] == "http://chirp.lab:80/healthz"
+    assert part["zone"] == "chirp.lab" and part["check_url"] == "https://chirp.lab:443/healthz"
     assert [s["address"] for s in part["servers"]] == ["10.77.3.21", "10.77.1.21", "10.77.2.21"]
     assert [e["address"] for e in part["entries"]] == ["10.77.1.100", "10.77.2.100", "10.77.3.100"]
     ovh = next(s for s in data["resilience"]["scenarios"] if s["unit"] == "ovh")
@@ -472,7 +474,7 @@ def test_plan_offline_json_holds_the_dns_placement_and_verdicts(repo_root: Path)
                     reason="PowerDNS is not installed (apt-get install pdns-server pdns-backend-bind)")
 def test_powerdns_accepts_the_files_and_refuses_broken_ones(tmp_path: Path) -> None:
     cfg = config("fra1-data-1")
-    zone, named, dropin = dns.desired(dataclasses.replace(cfg, zone_file=str(tmp_path / "chirp.lab.zone"))).files
+    zone, named, dropin, _ = dns.desired(dataclasses.replace(cfg, zone_file=str(tmp_path / "chirp.lab.zone"))).files
 
     def install(path: Path, content: str, validate: str | None) -> subprocess.CompletedProcess[str]:
         Path(str(path) + CANDIDATE_SUFFIX).write_text(content)
@@ -500,6 +502,9 @@ def test_powerdns_accepts_the_files_and_refuses_broken_ones(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("host", DNS_HOSTS)
 def test_golden(host: str, matches_golden) -> None:
-    for file in dns.desired(config(host)).files:
+    cfg = config(host)
+    for file in dns.desired(cfg).files:
+        if file.path == cfg.ca_file:  # the CA certificate as it is (here a stand-in secret): nothing rendered
+            continue
         golden = GOLDEN / f"{host}__{Path(file.path).name}.txt"
         matches_golden(golden, file.content)

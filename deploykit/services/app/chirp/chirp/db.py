@@ -1,8 +1,11 @@
 """PostgreSQL connections (one per thread) with the failover rules chirp relies on.
 
-The app reaches the primary through HAProxy, which follows Patroni's leader. After a failover the old
-connection fails (reset, admin shutdown, or a read-only error from a demoted primary); the next attempt
-connects afresh and HAProxy sends it to the new primary.
+The app reaches the primary through HAProxy, which follows Patroni's leader. CHIRP_DB_HOST may list several
+hosts (comma-separated: a site's load balancers, or every PostgreSQL member when there is none); libpq tries
+them in order, each on CHIRP_DB_PORT (one port for all), and CONNECT_TIMEOUT_S bounds each attempt, so a
+dead host (whose packets vanish, no refusal) costs at most that before the next is tried. After a failover
+the old connection fails (reset, admin shutdown, or a read-only error from a demoted primary); the next
+attempt connects afresh and HAProxy sends it to the new primary.
 
 - Reads are retried once on a fresh connection.
 - A write is retried once if it failed before COMMIT was sent (its transaction died with the connection).
@@ -26,6 +29,8 @@ from chirp.config import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Seconds per host of CHIRP_DB_HOST before libpq gives up on it and tries the next (libpq's minimum is 2).
+CONNECT_TIMEOUT_S = 2
 
 # Errors after which the connection is dropped and a fresh one may succeed (failover, restart, network).
 RETRYABLE: tuple[type[BaseException], ...] = (
@@ -49,12 +54,12 @@ class Database:
         s = self.settings
         options = f"-c statement_timeout={self.statement_timeout_ms}" if self.statement_timeout_ms else ""
         conn = psycopg2.connect(
-            host=s.db_host,
-            port=s.db_port,
+            host=s.db_host,  # one host or several, comma-separated
+            port=s.db_port,  # a single port: libpq uses it for every host
             dbname=s.db_name,
             user=s.db_user,
             password=s.db_password,
-            connect_timeout=2,
+            connect_timeout=CONNECT_TIMEOUT_S,
             target_session_attrs="read-write",  # never a demoted primary (or, given several hosts, a replica)
             application_name="chirp",
             options=options,
