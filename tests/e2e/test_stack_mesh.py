@@ -21,15 +21,18 @@ import pytest
 
 from deploykit.inventory import load_inventory
 from deploykit.lab.lab import Lab
+from deploykit.services.mesh.config import STALE_HANDSHAKE_S
 from tests.e2e.conftest import LAB_INVENTORY, deploykit
-from tests.e2e.test_stack_web import VIP, Loop, https_url, stack  # noqa: F401 (the fixture, shared)
+from tests.e2e.test_stack_web import VIP, Loop, https, https_url, stack  # noqa: F401 (the fixture, shared)
 
 pytestmark = pytest.mark.e2e
 
 INV = load_inventory(LAB_INVENTORY)
 SERVERS = {str(h.address): h.name for h in INV.hosts} | {vip: f"VIP {site}" for site, vip in VIP.items()}
 ALLOWED_TCP = {22, 80, 443}
-RECENT_S = 180  # WireGuard renews a session every 2 minutes while it carries traffic (the keepalives do)
+# WireGuard renews a session every 2 minutes while it carries traffic (the 25 s keepalives do): seen on the
+# lab, ages of 0-125 s. The plan calls a tunnel stale after the same bound.
+RECENT_S = STALE_HANDSHAKE_S
 NEW_HOST = "fra1-work-1"
 NEW_ENTRY = f"  {NEW_HOST}:    {{address: 10.77.1.31, site: fra1, roles: [worker]}}\n"
 
@@ -61,7 +64,7 @@ def test_every_server_has_every_other_as_a_peer_with_a_recent_handshake(stack: L
         ages = handshake_ages(stack, host)
         expected = {keys[n] for n in names if n != host}
         assert set(ages) == expected, f"{host}'s peers are not exactly the other inventory hosts"
-        stale = [n for n in names if n != host and not 0 <= ages[keys[n]] <= RECENT_S]
+        stale = [f"{n} ({ages[keys[n]]} s)" for n in names if n != host and not 0 <= ages[keys[n]] <= RECENT_S]
         assert not stale, f"{host}: no recent handshake with {stale}"
         assert "10.77.128.0/17" in ok(stack, host, "ip -4 route show dev mesh0")
 
@@ -71,6 +74,7 @@ def test_between_servers_only_ssh_http_https_and_wireguard_travel(stack: Lab, me
     capture = subprocess.Popen(
         ["tcpdump", "-i", "any", "-nn", "-l", "-q", "net 10.77.0.0/16 and (tcp or udp port 51820)"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert https("POST", https_url(VIP["fra1"], "/api/users"), {"name": "e2e-writer"})[0] in (201, 409)
     try:
         with Loop(https_url(VIP["fra1"], "/api/posts"), every=0.05, method="POST",
                   body={"author": "e2e-writer", "text": "over the mesh"}) as writes, \
@@ -96,7 +100,8 @@ def test_between_servers_only_ssh_http_https_and_wireguard_travel(stack: Lab, me
     acked = len([r for r in writes.results if r[1] == 201])
     measure("mesh capture, 15 s under load", f"{wireguard} WireGuard packets between servers, "
             f"{len(tcp_between)} other TCP segments between servers; {acked} posts written")
-    assert acked > 50, f"the write load did not run ({len(writes.results)} requests, {acked} acknowledged)"
+    codes = sorted({code for _, code in writes.results})
+    assert acked > 50, f"the write load did not run ({len(writes.results)} requests, {acked} acknowledged: {codes})"
     assert wireguard > 100, "inter-server traffic should be WireGuard UDP"
     assert not tcp_between, f"TCP outside the mesh between servers: {sorted(set(tcp_between))[:20]}"
 
