@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import ssl
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -203,3 +204,20 @@ def test_a_new_release_rolls_out_with_zero_failed_requests(stack: Lab, tmp_path:
 def test_a_second_apply_of_the_whole_stack_changes_nothing(stack: Lab) -> None:
     r = deploykit("apply", INV, "--yes")
     assert r.returncode == 0 and "9 hosts: 0 to change, 9 unchanged. No changes." in r.stdout, r.stdout + r.stderr
+
+
+def test_curl_trusting_the_printed_ca_gets_https_from_every_site(stack: Lab, tmp_path: Path) -> None:
+    """As a user would check it: `deploykit secrets ca` prints the CA; curl trusts only it, asks for the domain
+    at each site's VIP, and verifies the certificate's name; plain HTTP is a redirect."""
+    r = deploykit("secrets", "ca", INV)
+    assert r.returncode == 0 and "BEGIN CERTIFICATE" in r.stdout and "PRIVATE KEY" not in r.stdout, r.stderr
+    ca = tmp_path / "ca.pem"
+    ca.write_text(r.stdout)
+    for site, vip in VIP.items():
+        got = subprocess.run(["curl", "-sS", "--cacert", str(ca), "--resolve", f"chirp.lab:443:{vip}",
+                              "-o", "/dev/null", "-w", "%{http_code} %{ssl_verify_result}",
+                              "https://chirp.lab/healthz"], capture_output=True, text=True, timeout=30)
+        assert got.stdout == "200 0", f"{site}: {got.stdout} {got.stderr}"
+        plain = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
+                                f"http://{vip}/healthz"], capture_output=True, text=True, timeout=30)
+        assert plain.stdout == f"308 https://{vip}/healthz", f"{site}: {plain.stdout} {plain.stderr}"
