@@ -30,7 +30,7 @@ SITES = (("fra1", "hetzner", 1), ("rbx1", "ovh", 2), ("ams1", "leaseweb", 3))
 def inventory_51() -> str:
     lines = ["version: 1", "name: bench-first", "domain: bench.lab", "failure_domains: [provider, site]",
              "ssh: {user: root, port: 22, identity_file: .lab/id_ed25519, known_hosts: .lab/known_hosts}",
-             "sites:"]
+             "mesh: {network: 10.77.128.0/17}", "sites:"]
     lines += [f"  {s}: {{provider: {p}, vip: 10.77.{o}.100, interface: host0}}" for s, p, o in SITES]
     lines.append("hosts:")
     for s, _, o in SITES:

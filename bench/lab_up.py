@@ -28,6 +28,7 @@ def inventory_text(servers: int, per_site: int) -> str:
         "domain: bench.lab",
         "failure_domains: [site]",
         "ssh: {user: root, port: 22, identity_file: .lab/id_ed25519, known_hosts: .lab/known_hosts}",
+        "mesh: {network: 10.77.128.0/17}",
         "sites:",
     ]
     lines += [f"  b{40 + i}: {{provider: p{i}}}" for i in range(sites)]

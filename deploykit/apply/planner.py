@@ -76,6 +76,8 @@ def make_plan(inv: Inventory, placement: Placement, store: SecretStore, hosts: l
             del probed[name]
     known = merge_facts(stored, {n: hf.facts for n, hf in probed.items()}, keep)
     save_facts(inv, known, keep)
+    for hf in probed.values():  # a saved plan goes stale when the hosts change, not when a moment passes
+        hf.facts = {k: v for k, v in hf.facts.items() if k in keep}
     _with_facts(inv, placement, store, [h for h in hosts if h.name in probed], states, known)
     redact = store.redactor()
     ctx = ConfigContext(inv, placement, store.get, SERVICES, known)

@@ -135,6 +135,7 @@ name: dk-e2e-down
 domain: down.lab
 failure_domains: [site]
 ssh: {user: root, port: 22, identity_file: .lab/id_ed25519, known_hosts: .lab/known_hosts}
+mesh: {network: 10.77.202.0/24}
 sites:
   s200: {provider: p1}
   s201: {provider: p2}

@@ -28,6 +28,7 @@ HAPROXY_CFG = "/etc/haproxy/haproxy.cfg"
 # socat: the rolling release drains app hosts through the admin socket (see traffic.py)
 PACKAGES = ("haproxy", "keepalived", "curl", "socat")
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
+KEEPALIVED_DROPIN = "/etc/systemd/system/keepalived.service.d/deploykit.conf"
 
 # keepalived 2.2.7: `-t`/`--config-test` checks the file given with `-f` and exits non-zero on an error.
 HAPROXY_VALIDATE = "haproxy -c -q -f {path}"
@@ -86,6 +87,13 @@ def desired(cfg: LbHostConfig) -> RoleState:
         https = cfg.app.https
         certs = (ManagedFile(https.cert_file, https.certificate.pem(), mode="0600", validate=CERT_VALIDATE,
                              notify=("haproxy",)),)
+    ordering: tuple[ManagedFile, ...] = ()
+    if cfg.vrrp.interface != cfg.vrrp.vip_interface:
+        # VRRP on the mesh: keepalived starts once the mesh interface exists. keepalived 2.2.7 started before
+        # it (at boot: `dynamic_interfaces` lets it wait for the interface) stayed BACKUP for good on both of a
+        # site's load balancers, and the VIP was nowhere (seen on the lab after a whole site was powered off).
+        ordering = (ManagedFile(KEEPALIVED_DROPIN, render("lb/keepalived-order.conf.j2", host=cfg.host,
+                                                          mesh_unit=f"wg-quick@{cfg.vrrp.interface}.service")),)
     return RoleState(
         role="lb",
         packages=PACKAGES,
@@ -97,6 +105,7 @@ def desired(cfg: LbHostConfig) -> RoleState:
             ManagedFile(
                 HAPROXY_CFG, haproxy_cfg, mode="0640", group="haproxy", validate=HAPROXY_VALIDATE, notify=("haproxy",)
             ),
+            *ordering,
             ManagedFile(
                 KEEPALIVED_CONF, keepalived_conf, mode="0640", validate=KEEPALIVED_VALIDATE, notify=("keepalived",)
             ),

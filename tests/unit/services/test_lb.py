@@ -153,7 +153,8 @@ def test_another_https_port_is_in_the_redirect_and_hsts_is_a_setting(load_text, 
 
 def test_the_certificate_file_comes_first_holds_chain_and_key_and_is_checked_by_haproxy() -> None:
     st = state("fra1-web-1")
-    assert [f.path for f in st.files] == [CERT, lb.HAPROXY_CFG, lb.KEEPALIVED_CONF]  # live before the cfg's check
+    # live before the cfg's check; keepalived ordered after the mesh (VRRP on it)
+    assert [f.path for f in st.files] == [CERT, lb.HAPROXY_CFG, lb.KEEPALIVED_DROPIN, lb.KEEPALIVED_CONF]
     cert = file(st, CERT)
     assert cert.content == "s3cr3t-tls-edge-cert\ns3cr3t-tls-edge-key"  # the chain, then the key
     assert (cert.mode, cert.owner, cert.group, cert.notify) == ("0600", "root", "root", ("haproxy",))
@@ -171,7 +172,8 @@ def test_no_app_hosts_no_https_frontend_and_no_certificate(load_text, make_inven
         return secret(name)
 
     st = lb.desired(lb_config(context_of(inv, recording), inv.host("fra1-web-1")))
-    assert [f.path for f in st.files] == [lb.HAPROXY_CFG, lb.KEEPALIVED_CONF] and st.directories == ()
+    assert [f.path for f in st.files] == [lb.HAPROXY_CFG, lb.KEEPALIVED_DROPIN, lb.KEEPALIVED_CONF]
+    assert st.directories == ()
     assert not any(name.startswith("tls-") for name in asked)
 
 
@@ -444,3 +446,11 @@ def test_golden(host: str, path: str, matches_golden) -> None:
     content = file(state(host), path).content
     golden = GOLDEN / f"{host}__{Path(path).name}.txt"
     matches_golden(golden, content)
+
+
+def test_keepalived_starts_after_the_mesh_its_vrrp_runs_on() -> None:
+    """Seen on the lab: keepalived started at boot before mesh0 existed stayed BACKUP on both of a site's load
+    balancers, and the site had no VIP; so it is ordered after the mesh's unit."""
+    st = lb.desired(lb_config(LAB, LAB.inv.host("fra1-web-1")))
+    (dropin,) = [f for f in st.files if f.path == lb.KEEPALIVED_DROPIN]
+    assert "After=wg-quick@mesh0.service" in dropin.content and "Wants=wg-quick@mesh0.service" in dropin.content
