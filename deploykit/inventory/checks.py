@@ -32,7 +32,7 @@ from deploykit.inventory.model import (
     Site,
     SshSettings,
 )
-from deploykit.inventory.names import LABEL, domain_problem, name_problem
+from deploykit.inventory.names import LABEL, domain_problem, name_problem, natural_key
 from deploykit.inventory.ranges import RangeError, check_range_addresses, expand_names
 from deploykit.inventory.shape import describe, validate_part
 from deploykit.inventory.spelling import check_one_spelling, fold, other_spelling
@@ -122,7 +122,7 @@ def build(src: Source, file: Path, roles: tuple[str, ...]) -> Inventory | None:
     return Inventory(
         path=file, name=head.name, domain=head.domain, failure_domains=tuple(levels), ssh=ssh_defaults,
         sites={n: s for n, s in sites.items() if s is not None},
-        hosts=tuple(sorted(hosts, key=lambda h: h.name)), services=svc, warnings=warnings, mesh=mesh,
+        hosts=tuple(sorted(hosts, key=lambda h: natural_key(h.name))), services=svc, warnings=warnings, mesh=mesh,
     )
 
 

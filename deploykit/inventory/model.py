@@ -167,7 +167,7 @@ class Inventory:
     failure_domains: tuple[str, ...]
     ssh: SshSettings
     sites: dict[str, Site]  # insertion order = file order
-    hosts: tuple[Host, ...]  # sorted by name: every consumer iterates in this stable order
+    hosts: tuple[Host, ...]  # in natural name order (lb-2 before lb-10): every consumer iterates in this order
     services: Services
     warnings: tuple[str, ...] = ()
     mesh: MeshNetwork = field(default_factory=MeshNetwork)

@@ -17,6 +17,16 @@ NAME_RULE = ("use lower-case letters, digits and '-', starting with a letter and
              "characters (it names the secrets files, the etcd cluster, the Redis master and the Patroni scope)")
 
 
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple[tuple[tuple[int, int | str], ...], str]:
+    """Sort key putting `lb-2` before `lb-10` (numbers compared as numbers): the order people read host
+    names in, and the order of every host list deploykit derives (VRRP priorities, placement, output)."""
+    parts = tuple((1, int(part)) if part.isdigit() else (0, part) for part in _DIGITS.split(name) if part)
+    return parts, name  # app-01 and app-1 are distinct names: the text decides between them
+
+
 def name_problem(name: str) -> str | None:
     """Why `name` cannot be a deployment name (with a suggested one), or None if it can."""
     if NAME.match(name):
