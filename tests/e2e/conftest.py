@@ -7,6 +7,7 @@ The first run on a machine builds the lab's base image (about a minute or a few;
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -56,3 +57,21 @@ def deploykit(*args: str, timeout: float = 900, env: dict[str, str] | None = Non
     """Run the real `deploykit` command (no TTY, as in CI)."""
     return subprocess.run([sys.executable, "-m", "deploykit", *args], capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}, cwd=REPO)
+
+
+def grown_inventory(tmp: Path, *entries: str) -> Path:
+    """lab.yml with more `hosts:` entries (YAML lines), written in `tmp` beside a copy of the deployment's
+    state (secrets, facts, zone serial), its lab key and known_hosts named by absolute path. `lab up` of it
+    adds the servers to the running lab; `lab up` of lab.yml afterwards removes them again."""
+    text = LAB_INVENTORY.read_text()
+    lab_dir = LAB_INVENTORY.parent / ".lab"
+    text = text.replace(".lab/id_ed25519", str(lab_dir / "id_ed25519")).replace(
+        ".lab/known_hosts", str(lab_dir / "known_hosts"))
+    text = text.replace("  rbx1-web-[1:2]:", "".join(f"{e}\n" for e in entries) + "  rbx1-web-[1:2]:", 1)
+    assert all(e in text for e in entries)
+    name = load_inventory(LAB_INVENTORY).name
+    for state in LAB_INVENTORY.parent.glob(f"{name}.*"):
+        shutil.copy2(state, tmp / state.name)
+    grown = tmp / "lab-grown.yml"
+    grown.write_text(text)
+    return grown

@@ -22,7 +22,7 @@ import pytest
 from deploykit.inventory import load_inventory
 from deploykit.lab.lab import Lab
 from deploykit.services.mesh.config import STALE_HANDSHAKE_S
-from tests.e2e.conftest import LAB_INVENTORY, deploykit
+from tests.e2e.conftest import LAB_INVENTORY, deploykit, grown_inventory
 from tests.e2e.test_stack_web import VIP, Loop, https, https_url, stack  # noqa: F401 (the fixture, shared)
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +34,7 @@ ALLOWED_TCP = {22, 80, 443}
 # lab, ages of 0-125 s. The plan calls a tunnel stale after the same bound.
 RECENT_S = STALE_HANDSHAKE_S
 NEW_HOST = "fra1-work-1"
-NEW_ENTRY = f"  {NEW_HOST}:    {{address: 10.77.1.31, site: fra1, roles: [worker]}}\n"
+NEW_ENTRY = f"  {NEW_HOST}:    {{address: 10.77.1.31, site: fra1, roles: [worker]}}"
 
 
 def ok(lab: Lab, host: str, cmd: str, timeout: float = 30) -> str:
@@ -123,21 +123,6 @@ with psycopg.connect(**conninfo, autocommit=True) as conn, open("/tmp/long-conne
 """
 
 
-def grown_inventory(tmp: Path) -> Path:
-    """lab.yml plus one worker host, in `tmp` with the deployment's state (secrets, facts, zone serial)."""
-    text = LAB_INVENTORY.read_text()
-    lab_dir = LAB_INVENTORY.parent / ".lab"
-    text = text.replace(".lab/id_ed25519", str(lab_dir / "id_ed25519")).replace(
-        ".lab/known_hosts", str(lab_dir / "known_hosts"))
-    text = text.replace("  rbx1-web-[1:2]:", NEW_ENTRY + "  rbx1-web-[1:2]:", 1)
-    assert NEW_HOST in text
-    for state in LAB_INVENTORY.parent.glob(f"{INV.name}.*"):
-        shutil.copy2(state, tmp / state.name)
-    grown = tmp / "lab-grown.yml"
-    grown.write_text(text)
-    return grown
-
-
 def test_growing_the_lab_adds_the_host_everywhere_without_restarting_a_tunnel(stack: Lab, tmp_path: Path,  # noqa: F811
                                                                                measure) -> None:
     names = [h.name for h in INV.hosts]
@@ -145,7 +130,7 @@ def test_growing_the_lab_adds_the_host_everywhere_without_restarting_a_tunnel(st
     ok(stack, "fra1-web-1", "rm -f /tmp/long-connection.stop /tmp/long-connection.log && "
                             f"setsid -f python3 -c '{LONG_CONNECTION}' >/tmp/long-connection.err 2>&1")
     time.sleep(3)
-    grown_path = grown_inventory(tmp_path)
+    grown_path = grown_inventory(tmp_path, NEW_ENTRY)
     grown = Lab.for_inventory(load_inventory(grown_path))
     try:
         grown.up()

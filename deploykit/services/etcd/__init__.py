@@ -11,6 +11,7 @@ from deploykit.services.contract import (
     DATA_TIER_TITLE,
     ConfigContext,
     FirewallRule,
+    HostFact,
     PlacementContext,
     Section,
     Service,
@@ -18,6 +19,7 @@ from deploykit.services.contract import (
     listed,
 )
 from deploykit.services.etcd.config import EtcdHostConfig, etcd_config
+from deploykit.services.etcd.membership import DATA_FACT, MEMBERS_FACT, READ_DATA, READ_MEMBERS
 from deploykit.services.etcd.placement import NAME, EtcdPlan, etcd_plan, plan_etcd
 from deploykit.services.etcd.state import PACKAGES, desired
 from deploykit.services.etcd.tier import judge_etcd
@@ -26,6 +28,11 @@ from deploykit.services.ports import mesh_addresses
 
 class Etcd(Service):
     name = NAME
+    # Whether a cluster runs and who has data: a joining host goes through the members API (membership.py).
+    host_facts = (
+        HostFact(MEMBERS_FACT, READ_MEMBERS, stored=False),
+        HostFact(DATA_FACT, READ_DATA, stored=False),
+    )
     tier_column = 50
     packages = PACKAGES
 

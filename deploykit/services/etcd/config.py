@@ -17,6 +17,7 @@ from ipaddress import IPv4Address
 
 from deploykit.inventory.model import Host
 from deploykit.services.contract import ConfigContext
+from deploykit.services.etcd.membership import DATA_FACT, MEMBERS_FACT, RunningMember, has_data, parse_members
 from deploykit.services.etcd.placement import etcd_plan
 
 HEARTBEAT_MS = 200
@@ -43,6 +44,13 @@ class EtcdHostConfig:
     election_ms: int
     compaction_retention: str
     local_endpoint: str  # for etcdctl on the host itself
+    # Membership (see membership.py), decided from the hosts' facts:
+    peer_url: str
+    members: tuple[str, ...]  # the inventory's members, by name (the cluster must end up exactly these)
+    joins: bool  # a cluster is running and this host has no data: it joins through the members API
+    others: str  # the other members' client URLs (mesh), comma-separated: where a joining host asks
+    removes: tuple[str, ...]  # members the cluster lists that the inventory no longer has; this host removes
+    # them (one surviving member does: the first, in name order, that is running with data)
 
 
 def etcd_config(ctx: ConfigContext, host: Host) -> EtcdHostConfig:
@@ -50,6 +58,12 @@ def etcd_config(ctx: ConfigContext, host: Host) -> EtcdHostConfig:
     if host.name not in {m.name for m in plan.members}:
         raise ValueError(f"{host.name} is not an etcd member")
     peer = f"http://{host.mesh_address}:{plan.peer_port}"
+    names = tuple(m.name for m in plan.members)
+    data_dir = f"/var/lib/etcd/{plan.token}"
+    running = running_members(ctx, names)
+    listed = {m.name for m in running or ()}
+    stale = tuple(sorted(n for n in listed if n and n not in names))
+    remover = next((n for n in names if n in listed and has_data(ctx.fact(n, DATA_FACT), data_dir)), None)
     client = f"http://{host.mesh_address}:{plan.client_port}"
     local = f"http://127.0.0.1:{plan.client_port}"
     return EtcdHostConfig(
@@ -60,7 +74,7 @@ def etcd_config(ctx: ConfigContext, host: Host) -> EtcdHostConfig:
         token=plan.token,
         # Not Debian's /var/lib/etcd/default: the package starts a single-node etcd there on install, and a
         # member that finds that data would come up as that one-node cluster instead of joining ours.
-        data_dir=f"/var/lib/etcd/{plan.token}",
+        data_dir=data_dir,
         initial_cluster=plan.initial_cluster,
         listen_peer_urls=peer,
         listen_client_urls=f"{client},{local}",
@@ -70,4 +84,19 @@ def etcd_config(ctx: ConfigContext, host: Host) -> EtcdHostConfig:
         election_ms=ELECTION_MS,
         compaction_retention=COMPACTION_RETENTION,
         local_endpoint=local,
+        peer_url=peer,
+        members=names,
+        joins=running is not None and has_data(ctx.fact(host.name, DATA_FACT), data_dir) is False,
+        others=",".join(f"http://{ctx.inv.host(n).mesh_address}:{plan.client_port}" for n in names if n != host.name),
+        removes=stale if remover == host.name else (),
     )
+
+
+def running_members(ctx: ConfigContext, names: tuple[str, ...]) -> tuple[RunningMember, ...] | None:
+    """The cluster's member list as a member of ours reports it (a host's local etcd counts only if it lists
+    that host itself: Debian's package starts a one-member etcd of its own on install); None: none running."""
+    for name in names:
+        members = parse_members(ctx.fact(name, MEMBERS_FACT))
+        if members is not None and any(m.name == name for m in members):
+            return members
+    return None

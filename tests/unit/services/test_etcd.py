@@ -67,7 +67,7 @@ def test_placement_names_mesh_addresses() -> None:
 
 def test_no_public_address_of_another_host_in_the_config() -> None:
     for host in LAB.inv.with_role("etcd"):
-        (file,) = etcd.desired(etcd_config(LAB, host)).files
+        file = next(f for f in etcd.desired(etcd_config(LAB, host)).files if f.path == "/etc/default/etcd")
         others = [h for h in LAB.inv.hosts if h.name != host.name]
         assert not [h.name for h in others if re.search(rf"\b{re.escape(str(h.address))}\b", file.content)]
         assert not re.search(rf"\b{re.escape(str(host.address))}\b", file.content)  # nor its own
@@ -97,7 +97,14 @@ def test_state() -> None:
     state = etcd.desired(etcd_config(LAB, LAB.inv.host("fra1-data-1")))
     assert state.packages == ("etcd-server", "etcd-client")
     assert state.directories == (Directory("/var/lib/etcd/chirp-lab-etcd", "0700", "etcd", "etcd"),)
-    assert [(f.path, f.notify) for f in state.files] == [("/etc/default/etcd", ("etcd",))]
+    # Only the file a restart must apply restarts etcd; the first start's member list restarts nothing.
+    assert [(f.path, f.notify, f.after_change) for f in state.files] == [
+        ("/etc/default/etcd", ("etcd",), None),
+        ("/etc/systemd/system/etcd.service.d/deploykit.conf", (), None),
+        ("/etc/deploykit/etcd-bootstrap.env", (), None),
+        ("/etc/deploykit/etcd-members", (), None),
+    ]
+    assert "ETCD_INITIAL_CLUSTER" not in state.files[0].content
     assert state.services == (Unit("etcd", enabled=True, running=True),)
     assert [w.command for w in state.waits] == [
         "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=5s endpoint health"
@@ -106,6 +113,6 @@ def test_state() -> None:
 
 @pytest.mark.parametrize("host", [h.name for h in LAB.inv.with_role("etcd")])
 def test_golden(host: str, matches_golden) -> None:
-    (file,) = etcd.desired(etcd_config(LAB, LAB.inv.host(host))).files
-    golden = GOLDEN / f"{host}__{Path(file.path).name}.txt"
-    matches_golden(golden, file.content)
+    for file in etcd.desired(etcd_config(LAB, LAB.inv.host(host))).files:
+        golden = GOLDEN / f"{host}__{Path(file.path).name}.txt"
+        matches_golden(golden, file.content)

@@ -1,0 +1,131 @@
+"""etcd membership changes, as an operator makes them: through the members API, one member at a time.
+
+A cluster is bootstrapped once, by every first member together (`initial-cluster-state=new`). After that:
+
+- **Adding a member** (a host newly given the etcd role, or one that came back with an empty disk): before it
+  starts, the host itself adds itself through the members API of the running cluster, over the mesh, as a
+  *learner* (`etcdctl member add --learner`: it receives the log but does not vote, so quorum does not change
+  while it catches up); it then starts with `initial-cluster-state=existing` and the member list the API
+  returned; the apply's wait promotes it to a voting member once it has caught up (etcd refuses the promotion
+  until then). etcd 3.4 allows one learner at a time, so parallel joiners take turns (the join retries).
+  A member of the same name with no data behind it (the host was wiped) is removed first.
+- **Removing a member** (a host that lost the etcd role or left the inventory): one surviving member removes it
+  through the members API; removal never restarts the others. The Patroni endpoint lists follow the
+  inventory (the db service's config).
+- **Running members are never restarted for a membership change**: the bootstrap settings that name every
+  member live in a file of their own that etcd reads only on its first start (and no restart follows a change
+  of it); the settings that do need a restart (addresses, timing) stay in /etc/default/etcd.
+
+Which case applies is decided in the plan from what the hosts report (facts): whether a cluster is running
+(any member answers `member list`), and which hosts have data.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+
+MEMBERS_FACT = "etcd-members"  # the cluster's member list as the host's local etcd reports it (a moment)
+DATA_FACT = "etcd-data"  # the data directories with a member in them
+
+READ_MEMBERS = ("ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=3s member list -w json "
+                "2>/dev/null | tr -d '\\n'; true")
+# "dirs:" then the data directories with a member in them ("dirs:" alone: none; nothing at all: not read)
+READ_DATA = ("printf 'dirs:'; for d in /var/lib/etcd/*/member; do [ -d \"$d\" ] && printf ' %s' \"${d%/member}\"; "
+             "done; true")
+
+JOIN_SCRIPT = "/usr/local/lib/deploykit/etcd-join"
+JOIN_ENV = "/var/lib/deploykit/etcd-join.env"  # written by the join script: what `member add` answered
+BOOTSTRAP_ENV = "/etc/deploykit/etcd-bootstrap.env"
+MEMBERS_FILE = "/etc/deploykit/etcd-members"
+REMOVE_SCRIPT = "/usr/local/lib/deploykit/etcd-remove-others"
+
+
+@dataclass(frozen=True, slots=True)
+class RunningMember:
+    id: str  # hexadecimal, as etcdctl takes it
+    name: str
+    learner: bool
+
+
+def parse_members(value: str | None) -> tuple[RunningMember, ...] | None:
+    """The member list of `etcdctl member list -w json`, or None when nothing (valid) was reported."""
+    if not value:
+        return None
+    try:
+        data = json.loads(value)
+        return tuple(RunningMember(format(int(m["ID"]), "x"), str(m.get("name", "")), bool(m.get("isLearner")))
+                     for m in data["members"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def has_data(value: str | None, data_dir: str) -> bool | None:
+    """Whether `data_dir` holds a member, from the DATA_FACT (None: not known)."""
+    if value is None or not value.startswith("dirs:"):
+        return None
+    return data_dir in value[len("dirs:"):].split()
+
+
+def etcdctl(endpoints: str) -> str:
+    return f"ETCDCTL_API=3 etcdctl --endpoints={endpoints} --command-timeout=10s"
+
+
+def join_script(name: str, peer_url: str, endpoints: str, data_dir: str) -> str:
+    """Run on a joining host before its etcd starts: add it as a learner (after removing a stale member of its
+    name) and write the environment `member add` answered for its first start. Idempotent: a host that has
+    data or is already listed as started does nothing."""
+    q = shlex.quote
+    ctl = etcdctl(endpoints)
+    return f"""#!/bin/sh
+# Managed by deploykit (service etcd): joins {name} to the running cluster (see membership.py).
+set -eu
+[ -d {q(data_dir)}/member ] && exit 0
+deadline=$(( $(date +%s) + 300 ))
+while :; do
+  list=$({ctl} member list -w simple 2>&1) || {{ echo "$list" >&2; exit 1; }}
+  line=$(printf '%s\\n' "$list" | awk -F', ' -v n={q(name)} -v u={q(peer_url)} '$3 == n || $4 == u')
+  if [ -n "$line" ]; then
+    # a member of this name with no data here: this host was wiped (or an earlier join stopped half-way)
+    {ctl} member remove "$(printf '%s' "$line" | cut -d, -f1)"
+  fi
+  if out=$({ctl} member add {q(name)} --peer-urls={q(peer_url)} --learner 2>&1); then break; fi
+  case "$out" in
+    *"too many learner"*) [ "$(date +%s)" -lt "$deadline" ] || {{ echo "$out" >&2; exit 1; }}; sleep 2 ;;
+    *) echo "$out" >&2; exit 1 ;;
+  esac
+done
+mkdir -p {q(JOIN_ENV.rsplit('/', 1)[0])}
+printf '%s\\n' "$out" | grep -E '^ETCD_INITIAL_CLUSTER(_STATE)?=' | tr -d '"' > {q(JOIN_ENV)}.new
+mv {q(JOIN_ENV)}.new {q(JOIN_ENV)}
+"""
+
+
+def promote_command(name: str, local: str) -> str:
+    """The wait of a joining host: promote it once it caught up (etcd refuses until then), then healthy."""
+    ctl = etcdctl(local)
+    return (f"line=$({ctl} member list -w simple | awk -F', ' -v n={shlex.quote(name)} '$3 == n'); "
+            f"[ -n \"$line\" ] || exit 1; "
+            f"if [ \"$(printf '%s' \"$line\" | awk -F', ' '{{print $6}}')\" = true ]; then "
+            f"{ctl} member promote \"$(printf '%s' \"$line\" | cut -d, -f1)\" || exit 1; fi; "
+            f"{ctl} endpoint health")
+
+
+def remove_others_script(local: str) -> str:
+    """Run on one surviving member when the member list changed: remove every member not listed in
+    MEMBERS_FILE, one at a time (never itself)."""
+    ctl = etcdctl(local)
+    return f"""#!/bin/sh
+# Managed by deploykit (service etcd): removes the members the inventory no longer has (see membership.py).
+set -eu
+{ctl} member list -w simple | while IFS= read -r line; do
+  id=$(printf '%s' "$line" | cut -d, -f1)
+  name=$(printf '%s' "$line" | awk -F', ' '{{print $3}}')
+  # a member added but not started yet (a host joining right now) has no name: never removed here
+  if [ -n "$name" ] && ! grep -qxF "$name" {MEMBERS_FILE}; then
+    echo "removing etcd member $name ($id): no longer in the inventory"
+    {ctl} member remove "$id"
+  fi
+done
+"""
