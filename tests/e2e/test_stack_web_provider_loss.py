@@ -43,6 +43,7 @@ class Client:
     acked: list[tuple[float, int]] = field(default_factory=list)
     failed: list[float] = field(default_factory=list)
     resolved: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)
+    answered_by: list[str] = field(default_factory=list)  # the name server of each `resolved` entry
     _cache: tuple[str, ...] = ()
     _expires: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -60,6 +61,7 @@ class Client:
                 self._cache = tuple(str(a) for a in got.addresses)
                 self._expires = time.monotonic() + got.ttl
                 self.resolved.append((time.monotonic(), self._cache))
+                self.answered_by.append(ns)
                 return self._cache
         return self._cache  # no name server answered: keep using what was known, as resolvers do
 
@@ -135,9 +137,12 @@ def lose_provider(lab: Lab, provider: str, name_servers: tuple[str, ...], author
     measure(f"DNS client, provider {provider} powered off ({len(victims)} servers)",
             f"{len(client.acked)} posts acknowledged, {len(lost)} lost, longest write outage {outage:.1f} s "
             f"(budget {OUTAGE_BUDGET_S} s), {len(client.failed)} failed attempts")
-    after = [addrs for t, addrs in client.resolved if t > t_kill + 15 and t < t_kill + OUTAGE_BUDGET_S + 10]
+    after = [(round(t - t_kill, 1), ns, addrs) for (t, addrs), ns in zip(client.resolved, client.answered_by,
+                                                                        strict=True)
+             if t > t_kill + 15 and t < t_kill + OUTAGE_BUDGET_S + 10]
     lost_entry = {str(e.address) for e in PLAN.entries if e.provider == provider}
-    assert all(not (set(a) & lost_entry) for a in after), f"answers still held {lost_entry}: {after}"
+    assert all(not (set(a) & lost_entry) for _, _, a in after), \
+        f"answers still held {lost_entry} (s after the kill, name server, answer): {after}"
     assert lost == [], f"{len(lost)} acknowledged posts are gone: {lost[:10]}"
     assert outage <= OUTAGE_BUDGET_S, f"writes stopped for {outage:.1f} s"
     wait_healthy()
