@@ -48,7 +48,7 @@ class EtcdHostConfig:
     peer_url: str
     members: tuple[str, ...]  # the inventory's members, by name (the cluster must end up exactly these)
     joins: bool  # a cluster is running and this host has no data: it joins through the members API
-    others: str  # the other members' client URLs (mesh), comma-separated: where a joining host asks
+    others: str  # the running voting members' client URLs (mesh), comma-separated: where a joining host asks
     removes: tuple[str, ...]  # members the cluster lists that the inventory no longer has; this host removes
     # them (one surviving member does: the first, in name order, that is running with data)
 
@@ -87,7 +87,10 @@ def etcd_config(ctx: ConfigContext, host: Host) -> EtcdHostConfig:
         peer_url=peer,
         members=names,
         joins=running is not None and has_data(ctx.fact(host.name, DATA_FACT), data_dir) is False,
-        others=",".join(f"http://{ctx.inv.host(n).mesh_address}:{plan.client_port}" for n in names if n != host.name),
+        # Asked by a joining host: the running voting members (a learner, e.g. another host joining in the same
+        # apply, answers no members-API call: "rpc not supported for learner").
+        others=",".join(f"http://{ctx.inv.host(m.name).mesh_address}:{plan.client_port}" for m in running or ()
+                        if m.name in names and m.name != host.name and not m.learner),
         removes=stale if remover == host.name else (),
     )
 

@@ -102,14 +102,15 @@ mv {q(JOIN_ENV)}.new {q(JOIN_ENV)}
 """
 
 
-def promote_command(name: str, local: str) -> str:
-    """The wait of a joining host: promote it once it caught up (etcd refuses until then), then healthy."""
-    ctl = etcdctl(local)
+def promote_command(name: str, voters: str, local: str) -> str:
+    """The wait of a joining host: promote it once it caught up (etcd refuses until then), then healthy. The
+    members API is asked of the voting members: a learner answers none of it."""
+    ctl = etcdctl(voters)
     return (f"line=$({ctl} member list -w simple | awk -F', ' -v n={shlex.quote(name)} '$3 == n'); "
             f"[ -n \"$line\" ] || exit 1; "
             f"if [ \"$(printf '%s' \"$line\" | awk -F', ' '{{print $6}}')\" = true ]; then "
             f"{ctl} member promote \"$(printf '%s' \"$line\" | cut -d, -f1)\" || exit 1; fi; "
-            f"{ctl} endpoint health")
+            f"{etcdctl(local)} endpoint health")
 
 
 def remove_others_script(local: str) -> str:

@@ -48,7 +48,7 @@ def desired(cfg: EtcdHostConfig) -> RoleState:
     healthy = Wait(f"etcd member {cfg.name} healthy", health_command(cfg), timeout_s=120)
     if cfg.joins:
         healthy = Wait(f"etcd member {cfg.name} caught up, promoted and healthy",
-                       promote_command(cfg.name, cfg.local_endpoint), timeout_s=300)
+                       promote_command(cfg.name, cfg.others, cfg.local_endpoint), timeout_s=300)
     return RoleState(
         role="etcd",
         packages=PACKAGES,

@@ -84,9 +84,12 @@ def test_a_new_host_joins_the_running_cluster_through_the_members_api(tmp_path: 
     state = etcd.desired(new)
     (join,) = [f for f in state.files if f.path == JOIN_SCRIPT]
     assert join.after_change == JOIN_SCRIPT and "--learner" in join.content
-    assert ctx.inv.host("rbx1-data-1").mesh_address.exploded in join.content  # it asks the others over the mesh
+    # it asks the running voting members over the mesh, never the other host joining in the same apply
+    assert new.others == ",".join(f"http://{ctx.inv.host(n).mesh_address}:2379" for n in RUNNING)
+    assert ctx.inv.host("rbx1-etcd-1").mesh_address.exploded not in join.content
     (wait,) = state.waits
     assert "member promote" in wait.command and wait.timeout_s == 300
+    assert wait.command.index(new.others) < wait.command.index("member promote")  # asked of the voters
     for name in RUNNING:  # the running members: nothing that restarts them, no join
         old = etcd.desired(etcd_config(ctx, ctx.inv.host(name)))
         assert not etcd_config(ctx, ctx.inv.host(name)).joins
