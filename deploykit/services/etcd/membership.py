@@ -92,7 +92,10 @@ while :; do
   fi
   if out=$({ctl} member add {q(name)} --peer-urls={q(peer_url)} --learner 2>&1); then break; fi
   case "$out" in
-    *"too many learner"*) [ "$(date +%s)" -lt "$deadline" ] || {{ echo "$out" >&2; exit 1; }}; sleep 2 ;;
+    # another host joins right now (one learner at a time; a member added but not started yet makes etcd refuse
+    # more changes as "unhealthy cluster"): wait for it
+    *"too many learner"*|*"unhealthy cluster"*)
+      [ "$(date +%s)" -lt "$deadline" ] || {{ echo "$out" >&2; exit 1; }}; sleep 2 ;;
     *) echo "$out" >&2; exit 1 ;;
   esac
 done

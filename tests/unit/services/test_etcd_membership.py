@@ -130,7 +130,11 @@ case "$*" in
   *"member remove"*) echo "Member removed" ;;
   *"member add"*)
     n=$(cat "$ADDS" 2>/dev/null || echo 0); echo $((n + 1)) > "$ADDS"
-    if [ "$n" -lt "${BUSY:-0}" ]; then echo "Error: etcdserver: too many learner members in cluster" >&2; exit 1; fi
+    if [ "$n" -lt "${BUSY:-0}" ]; then
+      [ "$n" -eq 0 ] && echo "Error: etcdserver: unhealthy cluster" >&2
+      [ "$n" -gt 0 ] && echo "Error: etcdserver: too many learner members in cluster" >&2
+      exit 1
+    fi
     printf 'Member ced000fda4d05edf added to cluster 8c4281cc65c7b112\n\n'
     printf 'ETCD_NAME="fra1-etcd-1"\nETCD_INITIAL_CLUSTER="a=http://10.77.128.1:2380,fra1-etcd-1=http://10.77.128.9:2380"\n'
     printf 'ETCD_INITIAL_ADVERTISE_PEER_URLS="http://10.77.128.9:2380"\nETCD_INITIAL_CLUSTER_STATE="existing"\n' ;;
