@@ -118,6 +118,17 @@ def wait_healthy(timeout: float = 120) -> None:
     raise AssertionError("the sites did not all come back healthy")
 
 
+def readable(address: str, pid: int) -> bool:
+    """The post is there. Only a definite answer counts: 404 is a lost post; an error or a timeout (the site
+    busy with the returning servers) is asked again, for up to 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        code = https("GET", f"https://{address}/api/posts/{pid}", timeout=5)[0]
+        if code in (200, 404) or time.monotonic() > deadline:
+            return code == 200
+        time.sleep(0.5)
+
+
 def lose_provider(lab: Lab, provider: str, name_servers: tuple[str, ...], author: str, measure) -> None:
     victims = [h.name for h in INVENTORY.hosts if h.provider == provider]
     survivor = next(e for e in PLAN.entries if e.provider != provider)
@@ -132,8 +143,8 @@ def lose_provider(lab: Lab, provider: str, name_servers: tuple[str, ...], author
             lab.start(victims)
         time.sleep(5)
     outage = client.longest_outage(since=t_kill - 1)
-    lost = [pid for _, pid in client.acked
-            if https("GET", f"https://{survivor.address}/api/posts/{pid}", timeout=5)[0] != 200]
+    wait_healthy()  # the lost servers just came back: read once every site serves again
+    lost = [pid for _, pid in client.acked if not readable(survivor.address, pid)]
     measure(f"DNS client, provider {provider} powered off ({len(victims)} servers)",
             f"{len(client.acked)} posts acknowledged, {len(lost)} lost, longest write outage {outage:.1f} s "
             f"(budget {OUTAGE_BUDGET_S} s), {len(client.failed)} failed attempts")
