@@ -213,3 +213,19 @@ def matches_golden() -> Callable[[Path, str], None]:
     """The one golden-file check of every service's rendered files: `content` must equal the golden file
     (UPDATE_GOLDEN=1 writes it after an intended change)."""
     return check_golden
+
+
+@pytest.fixture()
+def lab_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Inventory:
+    """inventories/lab.yml copied into a directory of its own, its secrets key under a temporary config home
+    (so the secrets store and facts files of a test stay out of the checkout)."""
+    import shutil
+
+    from deploykit.inventory import load_inventory
+
+    d = tmp_path / "inv"
+    d.mkdir()
+    shutil.copy(REPO / "inventories" / "lab.yml", d / "lab.yml")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("DEPLOYKIT_KEY_FILE", raising=False)
+    return load_inventory(d / "lab.yml")

@@ -2,26 +2,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from deploykit import secrets_store
-from deploykit.inventory import load_inventory
 from deploykit.secrets_store import SecretMaker, SecretsError, SecretStore, key_path, secrets_path
 
 LAB = Path(__file__).resolve().parents[2] / "inventories" / "lab.yml"
 
 
 @pytest.fixture()
-def inv(tmp_path, monkeypatch):
-    d = tmp_path / "inv"
-    d.mkdir()
-    shutil.copy(LAB, d / "lab.yml")
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.delenv("DEPLOYKIT_KEY_FILE", raising=False)
-    return load_inventory(d / "lab.yml")
+def inv(lab_copy):
+    return lab_copy
 
 
 def test_generated_once_stored_encrypted_and_stable(inv):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -37,13 +36,8 @@ CA_FILE = "/usr/local/share/ca-certificates/deploykit-chirp-lab.crt"
 
 
 @pytest.fixture()
-def inv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Inventory:
-    d = tmp_path / "inv"
-    d.mkdir()
-    shutil.copy(LAB, d / "lab.yml")
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.delenv("DEPLOYKIT_KEY_FILE", raising=False)
-    return load_inventory(d / "lab.yml")
+def inv(lab_copy: Inventory) -> Inventory:
+    return lab_copy
 
 
 def leaf(pem: str) -> x509.Certificate:
