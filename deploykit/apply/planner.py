@@ -83,6 +83,7 @@ def make_plan(inv: Inventory, placement: Placement, store: SecretStore, hosts: l
     ctx = ConfigContext(inv, placement, store.get, SERVICES, known)
     for h in hosts:
         if h.name in probed:
+            states[h.name] = with_retirements(ctx, h, states[h.name], probed[h.name])
             plan.hosts[h.name] = diff_host(h.name, states[h.name], probed[h.name], redact)
             found = [f"{s.name}: {p}" for s in SERVICES if s.runs_on(h) for p in s.check(ctx, h)]
             if found:
@@ -95,7 +96,26 @@ def _spec(states: list[RoleState], host: Host, ensure_facts: bool) -> ProbeSpec:
     reads facts may want (which of them it wants is known only once the facts are read)."""
     spec = probe_spec(states, fact_scripts(host, ensure_facts))
     maybe = [p for s in SERVICES if s.host_facts and s.runs_on(host) for p in s.packages]
-    return replace(spec, packages=tuple(dict.fromkeys((*spec.packages, *maybe))))
+    leaving = [u for s in SERVICES if not s.runs_on(host) for u in s.retire_units]
+    return replace(spec, packages=tuple(dict.fromkeys((*spec.packages, *maybe))),
+                   units=tuple(dict.fromkeys((*spec.units, *leaving))))
+
+
+def with_retirements(ctx: ConfigContext, host: Host, states: list[RoleState], facts: HostFacts) -> list[RoleState]:
+    """`states` (phase order) with the retirement of every role `host` no longer holds but still runs: one of
+    the service's `retire_units` is active or enabled there (Service.retire)."""
+    by_role = {s.role: s for s in states}
+    out = []
+    for service in SERVICES:
+        if service.name in by_role:
+            out.append(by_role[service.name])
+        elif not service.runs_on(host) and any(_live(facts.units.get(u)) for u in service.retire_units):
+            out.append(service.retire(ctx, host))
+    return out
+
+
+def _live(unit: tuple[str, str] | None) -> bool:
+    return unit is not None and (unit[1] == "active" or unit[0] == "enabled")
 
 
 def _with_facts(inv: Inventory, placement: Placement, store: SecretStore, hosts: list[Host],

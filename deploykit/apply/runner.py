@@ -16,6 +16,7 @@ from deploykit.apply.planner import OnlinePlan
 from deploykit.apply.tiers import degraded, shortfall, tier_verdicts
 from deploykit.execute.diff import RoleChanges
 from deploykit.execute.steps import HostOutcome, Step, role_steps
+from deploykit.inventory.names import natural_key
 from deploykit.plan.placement import Placement
 from deploykit.services import SERVICES
 from deploykit.services.contract import Rollout, Service
@@ -58,7 +59,7 @@ class ApplyResult:
 
 def batches(hosts: list[str], size: int) -> list[list[str]]:
     """The first host alone (a canary: the run-once command runs there), then `size` at a time, by name."""
-    ordered = sorted(hosts)
+    ordered = sorted(hosts, key=natural_key)
     if not ordered:
         return []
     rest, size = ordered[1:], max(1, size)
@@ -69,7 +70,7 @@ def rollout_groups(changes: dict[str, RoleChanges], size: int) -> list[tuple[lis
     """The groups a ROLLING rollout changes in turn, each with whether it is drained first: the canary alone
     (the first host by name; it runs the run-once command), then every host not serving yet at once (nothing to
     drain, no capacity lost: a first deploy is parallel), then the serving hosts `size` at a time, drained."""
-    ordered = sorted(changes)
+    ordered = sorted(changes, key=natural_key)
     if not ordered:
         return []
     fresh = [n for n in ordered[1:] if changes[n].not_serving]
@@ -118,9 +119,7 @@ def apply_plan(plan: OnlinePlan, runner: StepRunner, placement: Placement,
         elif service.rollout is Rollout.ONE_AT_A_TIME:
             outcomes = _one_at_a_time(changes, runner, on_step)
         else:
-            once_host = min(changes)
-            outcomes = runner.run({n: role_steps(rc, run_once=n == once_host) for n, rc in changes.items()},
-                                  on_step)
+            outcomes = _parallel(changes, runner, on_step)
         touched.update(n for n, o in outcomes.items() if o.attempted)
         failed = sorted(n for n, o in outcomes.items() if not o.ok and o.attempted)
         for n in failed:
@@ -153,18 +152,44 @@ def apply_plan(plan: OnlinePlan, runner: StepRunner, placement: Placement,
 
 def _one_at_a_time(changes: dict[str, RoleChanges], runner: StepRunner,
                    on_step: OnStep | None) -> dict[str, HostOutcome]:
-    """One host after the other, in name order, each waited for; the first failure stops the phase (as an
-    operator would: a change that broke one Redis is not taken to the next). Run-once on the first host."""
+    """One host after the other, each waited for; the first failure stops the phase (as an operator would: a
+    change that broke one Redis is not taken to the next). Run-once on the first host. The order: as the
+    service ranks its hosts (`RoleState.rollout_order`: e.g. hosts leaving the role first, the current Redis
+    master last), then by name in natural order (`web-2` before `web-10`)."""
     outcomes: dict[str, HostOutcome] = {}
-    for n in sorted(changes):
+    order = one_at_a_time_order(changes)
+    for n in order:
         outcomes.update(runner.run({n: role_steps(changes[n], run_once=not outcomes)}, on_step))
         if not outcomes[n].ok:
-            for rest in sorted(changes):
+            for rest in order:
                 if rest not in outcomes:
                     outcomes[rest] = HostOutcome(False, f"not updated: {n} failed first (one host at a time)",
                                                  attempted=False)
             break
     return outcomes
+
+
+def _parallel(changes: dict[str, RoleChanges], runner: StepRunner,
+              on_step: OnStep | None) -> dict[str, HostOutcome]:
+    """Every host at once, in groups by `rollout_order` (hosts leaving the role first, e.g. an etcd member
+    removing itself before the others' member lists change); a failed group holds the later ones. Run-once on
+    the first host by name."""
+    once_host = min(changes, key=natural_key)
+    outcomes: dict[str, HostOutcome] = {}
+    for rank in sorted({rc.rollout_order for rc in changes.values()}):
+        group = {n: rc for n, rc in changes.items() if rc.rollout_order == rank}
+        if any(not o.ok for o in outcomes.values()):
+            first = min((n for n, o in outcomes.items() if not o.ok), key=natural_key)
+            outcomes.update({n: HostOutcome(False, f"not updated: {first} failed first", attempted=False)
+                             for n in group})
+            continue
+        outcomes.update(runner.run({n: role_steps(rc, run_once=n == once_host) for n, rc in group.items()},
+                                   on_step))
+    return outcomes
+
+
+def one_at_a_time_order(changes: dict[str, RoleChanges]) -> list[str]:
+    return sorted(changes, key=lambda n: (changes[n].rollout_order, natural_key(n)))
 
 
 def _not_applied(plan: OnlinePlan, result: ApplyResult, touched: set[str]) -> None:

@@ -38,6 +38,8 @@ class RoleChanges:
     waits: tuple[Wait, ...] = ()
     once: str | None = None
     units: tuple[str, ...] = ()  # every systemd unit the role runs (changed or not)
+    prepare: str | None = None  # RoleState.prepare, when the role changes
+    rollout_order: int = 0
 
     @property
     def not_serving(self) -> bool:
@@ -82,7 +84,7 @@ def probe_spec(states: list[RoleState], facts: tuple[tuple[str, str], ...] = ())
 
 def desired_hash(states: list[RoleState]) -> str:
     """A hash of everything deploykit wants on the host (content included, never printed)."""
-    return sha256(repr([(s.role, s.packages, s.directories, s.files, s.services, s.masked, s.once)
+    return sha256(repr([(s.role, s.packages, s.directories, s.files, s.services, s.masked, s.once, s.prepare)
                         for s in states]))
 
 
@@ -99,7 +101,8 @@ def diff_host(host: str, states: list[RoleState], facts: HostFacts, redact: Call
         changed = bool(pkgs or masks or dirs or files or services)  # waits and `once` only follow a change
         plan.roles.append(RoleChanges(state.role, pkgs, masks, dirs, files, services,
                                       state.waits if changed else (), state.once if changed else None,
-                                      tuple(u.name for u in state.services if u.running)))
+                                      tuple(u.name for u in state.services if u.running),
+                                      state.prepare if changed else None, state.rollout_order))
     return plan
 
 
@@ -111,11 +114,7 @@ def _file_change(f: ManagedFile, facts: HostFacts, redact: Callable[[str], str])
     live = facts.files.get(f.path)
     if live is None:
         return FileChange(f, "create", _unified(f.path, "", f.content, redact))
-    if f.seed:
-        if facts.seeds.get(f.path) != sha256(f.content):
-            old = live.content.decode("utf-8", "replace")
-            return FileChange(f, "update", _unified(f.path, old, f.content, redact))
-    elif live.content != f.content.encode():
+    if not f.seed and live.content != f.content.encode():
         old = live.content.decode("utf-8", "replace")
         return FileChange(f, "update", _unified(f.path, old, f.content, redact))
     if (live.mode, live.owner, live.group) != (int(f.mode, 8), f.owner, f.group):

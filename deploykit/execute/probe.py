@@ -1,7 +1,7 @@
 """One shell command per host that reports everything the diff needs; and its parser.
 
-The command prints, for each managed file, its mode/owner and base64 content (or that it is absent), the
-seed hashes deploykit recorded, each package's dpkg status, each unit's enabled/active state, and each
+The command prints, for each managed file, its mode/owner and base64 content (or that it is absent), each
+package's dpkg status, each unit's enabled/active state, and each
 directory's mode/owner. One round trip per host, whatever the number of files.
 """
 
@@ -14,7 +14,6 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-SEED_DIR = "/var/lib/deploykit/seeds"
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./@:+-]+$")
 _UNIT = re.compile(r"^[A-Za-z0-9_.@:-]+$")
 _PKG = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
@@ -23,10 +22,6 @@ _FACT = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 class ProbeError(ValueError):
     """The probe's output could not be understood."""
-
-
-def seed_marker(path: str) -> str:
-    return f"{SEED_DIR}/{path.strip('/').replace('/', '%')}.sha256"
 
 
 def sha256(text: str | bytes) -> str:
@@ -68,7 +63,6 @@ class FileFact:
 @dataclass
 class HostFacts:
     files: dict[str, FileFact | None] = field(default_factory=dict)
-    seeds: dict[str, str | None] = field(default_factory=dict)  # path -> recorded seed sha256
     directories: dict[str, tuple[int, str, str] | None] = field(default_factory=dict)
     packages: dict[str, bool] = field(default_factory=dict)  # installed?
     units: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (is-enabled, is-active)
@@ -80,7 +74,6 @@ class HostFacts:
         data = {
             "files": {p: None if f is None else [f.mode, f.owner, f.group, sha256(f.content)]
                       for p, f in sorted(self.files.items())},
-            "seeds": dict(sorted(self.seeds.items())),
             "dirs": {p: list(d) if d else None for p, d in sorted(self.directories.items())},
             "packages": dict(sorted(self.packages.items())),
             "units": {u: list(s) for u, s in sorted(self.units.items())},
@@ -98,8 +91,6 @@ def probe_command(spec: ProbeSpec) -> str:
             f"if [ -f {q(path)} ]; then printf '@@FILE %s %s\\n' {q(path)} \"$(stat -c '%a:%U:%G' {q(path)})\"; "
             f"base64 -w0 {q(path)}; echo; else printf '@@NOFILE %s\\n' {q(path)}; fi"
         )
-        marker = seed_marker(path)
-        lines.append(f"[ -f {q(marker)} ] && printf '@@SEED %s %s\\n' {q(path)} \"$(cat {q(marker)})\"")
     for path in spec.directories:
         lines.append(
             f"if [ -d {q(path)} ]; then printf '@@DIR %s %s\\n' {q(path)} \"$(stat -c '%a:%U:%G' {q(path)})\"; "
@@ -132,7 +123,6 @@ def _meta(text: str) -> tuple[int, str, str]:
 def parse_probe(spec: ProbeSpec, lines: list[str]) -> HostFacts:
     facts = HostFacts()
     facts.files = {p: None for p in spec.files}
-    facts.seeds = {p: None for p in spec.files}
     facts.directories = {p: None for p in spec.directories}
     facts.packages = {p: False for p in spec.packages}
     facts.units = {u: ("absent", "inactive") for u in spec.units}
@@ -146,8 +136,6 @@ def parse_probe(spec: ProbeSpec, lines: list[str]) -> HostFacts:
                 mode, owner, group = _meta(parts[2])
                 content = base64.b64decode(next(it).strip())
                 facts.files[parts[1]] = FileFact(mode, owner, group, content)
-            elif tag == "@@SEED":
-                facts.seeds[parts[1]] = parts[2] if len(parts) > 2 and parts[2] else None
             elif tag == "@@DIR":
                 facts.directories[parts[1]] = _meta(parts[2])
             elif tag == "@@PKG":

@@ -12,7 +12,6 @@ import shlex
 from dataclasses import dataclass
 
 from deploykit.execute.diff import RoleChanges
-from deploykit.execute.probe import SEED_DIR, seed_marker, sha256
 from deploykit.plan.desired import ManagedFile
 
 CANDIDATE_SUFFIX = ".deploykit-new"
@@ -130,6 +129,8 @@ def role_steps(changes: RoleChanges, *, run_once: bool = False) -> list[Step]:
         steps.append(Shell("systemd daemon-reload", "systemctl daemon-reload"))
     if run_once and changes.once and not changes.empty:
         steps.append(Shell(f"once per deploy: {changes.once}", changes.once))
+    if changes.prepare and not changes.empty:
+        steps.append(Shell(f"prepare {changes.role}", changes.prepare))
     for svc in changes.services:
         for action in svc.actions:
             steps.append(Shell(f"{action} {svc.name}", f"systemctl {action} {q(svc.name)}"))
@@ -140,12 +141,9 @@ def role_steps(changes: RoleChanges, *, run_once: bool = False) -> list[Step]:
 
 
 def _install_file_steps(f: ManagedFile) -> list[Step]:
-    """Upload beside the target, check, rename over the live file (and record a seed's hash)."""
+    """Upload beside the target, check, rename over the live file."""
     steps: list[Step] = [Upload(f"upload {f.path}", f.path + CANDIDATE_SUFFIX, f.content, f.mode, f.owner, f.group),
                          Shell(f"check and install {f.path}", install_file(f.path, f.validate))]
-    if f.seed:
-        steps.append(Shell(f"record seed of {f.path}",
-                           f"mkdir -p {SEED_DIR} && echo {sha256(f.content)} > {shlex.quote(seed_marker(f.path))}"))
     return steps
 
 

@@ -228,8 +228,13 @@ def _expand_hosts(src: Source, raw: Any, sites: dict[str, Site | None], roles: t
         except RangeError as exc:
             src.error(path, str(exc))
             expansion = None
-        if isinstance(body, dict) and "roles" in body and body["roles"] in (None, []):
-            src.error(path + ("roles",), "this host has no roles; give it at least one of: " + ", ".join(roles))
+        if isinstance(body, dict) and "roles" in body and body["roles"] == []:
+            # Deliberately empty: the step before removing a host (docs/operations.md).
+            src.warn(path + ("roles",), "this host has no roles: the next apply retires every role it ran (hands "
+                     "leadership over, leaves the clusters, stops the services); remove it from the inventory after")
+        elif isinstance(body, dict) and "roles" in body and body["roles"] is None:
+            src.error(path + ("roles",), "this host has no roles; give it at least one of: " + ", ".join(roles)
+                      + " (or roles: [] to retire every role it ran)")
             body = {k: v for k, v in body.items() if k != "roles"}
         elif isinstance(body, dict) and "roles" not in body:
             src.error(path, "this host has no roles; add e.g. roles: [app] (one or more of: "

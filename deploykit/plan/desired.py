@@ -21,8 +21,8 @@ class ManagedFile:
     # file's path (e.g. "haproxy -c -f {path}"). A failing check leaves the live file untouched.
     validate: str | None = None
     # Seed files are rewritten at run time by their service (Redis, Sentinel): deploykit writes one only
-    # when it is absent or when the seed itself changed (tracked by a sidecar hash), never to undo the
-    # service's own edits (e.g. a failover's new `replicaof`).
+    # when it is absent (a new or wiped host), never to undo the service's own edits (e.g. a failover's new
+    # `replicaof`). Later changes of what it holds reach the running service through its own commands.
     seed: bool = False
     # Units to restart (or reload, see Unit.reload) when this file changes.
     notify: tuple[str, ...] = ()
@@ -73,3 +73,9 @@ class RoleState:
     # Run on ONE host of the role per deploy that changes it, after its files are in place and before its
     # services restart (e.g. the app's schema migrations). Must be idempotent.
     once: str | None = None
+    # Run on EVERY host whose role changes, after its files are in place and before its units are started,
+    # stopped or restarted (e.g. hand a Redis master's role over before the server stops). Idempotent.
+    prepare: str | None = None
+    # Where the host goes in a ONE_AT_A_TIME phase: lower first, then by name (natural order). E.g. the
+    # current Redis master last, hosts leaving the role first.
+    rollout_order: int = 0

@@ -19,7 +19,7 @@ from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from deploykit.inventory.model import Host, Inventory
-from deploykit.plan.desired import RoleState
+from deploykit.plan.desired import RoleState, Unit
 from deploykit.plan.placement import Placement
 from deploykit.plan.verdict import Verdict
 from deploykit.secret import Secret
@@ -211,6 +211,9 @@ class Service:
     packages: ClassVar[tuple[str, ...]] = ()
     # What it reads from its hosts before its config is computed (see HostFact).
     host_facts: ClassVar[tuple[HostFact, ...]] = ()
+    # Its systemd units whose running (or being enabled) on a host that does not hold the role means the role
+    # is to be retired there: the host had the role and the inventory took it away (see `retire`).
+    retire_units: ClassVar[tuple[str, ...]] = ()
 
     @property
     def role(self) -> str | None:
@@ -263,6 +266,18 @@ class Service:
 
     def state(self, ctx: ConfigContext, host: Host) -> RoleState:
         return self.desired(self.config(ctx, host))
+
+    def retire(self, ctx: ConfigContext, host: Host) -> RoleState:
+        """The state of `host` once it no longer holds the role (its `retire_units` still run there): the
+        units stopped and disabled, after `handover` (packages, files and data stay: a host given the role back
+        starts from them). Run before the phase's other hosts change (`rollout_order` -1)."""
+        units = tuple(Unit(u, enabled=False, running=False) for u in self.retire_units)
+        return RoleState(role=self.name, services=units, prepare=self.handover(ctx, host), rollout_order=-1)
+
+    def handover(self, ctx: ConfigContext, host: Host) -> str | None:
+        """What `host`, leaving the role, runs before its units stop (e.g. give up a leader role, leave the
+        cluster's membership); None: nothing. Idempotent shell."""
+        return None
 
     # --- rollout -------------------------------------------------------------------------------------------
     def batch_size(self, inv: Inventory) -> int:

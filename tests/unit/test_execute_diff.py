@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from deploykit.execute.diff import diff_host, probe_spec
-from deploykit.execute.probe import FileFact, HostFacts, sha256
+from deploykit.execute.probe import FileFact, HostFacts
 from deploykit.plan.desired import Directory, ManagedFile, RoleState, Unit, Wait
 from deploykit.secret import Redactor, Secret
 
@@ -15,7 +15,6 @@ def facts(content: bytes | None = b"name=a\nport=1\n", unit=("enabled", "active"
           mode=0o644, dir_ok=True) -> HostFacts:
     f = HostFacts()
     f.files = {CONF.path: None if content is None else FileFact(mode, "root", "root", content)}
-    f.seeds = {CONF.path: None}
     f.directories = {"/var/lib/etcd": (0o700, "etcd", "etcd") if dir_ok else None}
     f.packages = {"etcd-server": pkg}
     f.units = {"etcd": unit, "etcd-default": ("masked" if masked else "enabled", "inactive")}
@@ -59,7 +58,7 @@ def test_reload_instead_of_restart_when_the_service_says_so():
     state = RoleState("lb", files=(ManagedFile("/etc/haproxy.cfg", "new", notify=("haproxy",)),),
                       services=(Unit("haproxy", reload=True),))
     f = HostFacts(files={"/etc/haproxy.cfg": FileFact(0o644, "root", "root", b"old")},
-                  seeds={"/etc/haproxy.cfg": None}, units={"haproxy": ("enabled", "active")})
+                  units={"haproxy": ("enabled", "active")})
     rc = diff_host("h", [state], f, ident).roles[0]
     assert [(s.name, s.actions) for s in rc.services] == [("haproxy", ("reload",))]
 
@@ -81,26 +80,27 @@ def test_service_that_must_not_run_is_stopped_and_disabled():
     assert diff_host("h", [state], f, ident).roles[0].services[0].actions == ("disable", "stop")
 
 
-def test_seed_file_is_left_alone_once_written_even_if_the_service_rewrote_it():
+def test_seed_file_is_written_only_when_absent_whatever_it_holds():
     seed = ManagedFile("/etc/redis/sentinel.conf", "sentinel monitor m 10.0.0.1 6379 2\n", seed=True)
     state = RoleState("cache", files=(seed,))
     rewritten = b"sentinel monitor m 10.0.0.2 6379 2\nsentinel known-replica m 10.0.0.1 6379\n"
-    f = HostFacts(files={seed.path: FileFact(0o644, "root", "root", rewritten)},
-                  seeds={seed.path: sha256(seed.content)})
+    f = HostFacts(files={seed.path: FileFact(0o644, "root", "root", rewritten)})
     assert not diff_host("h", [state], f, ident).changed
-    # ... but a changed seed (the inventory changed) is written again
-    f.seeds[seed.path] = sha256("an older seed")
-    assert [c.action for c in diff_host("h", [state], f, ident).roles[0].files] == ["update"]
-    # ... and so is a file never written by deploykit (e.g. the package's default)
-    f.seeds[seed.path] = None
-    assert diff_host("h", [state], f, ident).changed
+    # a new seed (the inventory or the master changed) does not replace what the service owns
+    newer = RoleState("cache", files=(ManagedFile(seed.path, "sentinel monitor m 10.0.0.3 6379 3\n", seed=True),))
+    assert not diff_host("h", [newer], f, ident).changed
+    # ... but an absent one (a new or wiped host) is written
+    f.files[seed.path] = None
+    assert [c.action for c in diff_host("h", [state], f, ident).roles[0].files] == ["create"]
+    # ... and its mode is still kept
+    f.files[seed.path] = FileFact(0o600, "root", "root", rewritten)
+    assert [c.action for c in diff_host("h", [state], f, ident).roles[0].files] == ["metadata"]
 
 
 def test_secrets_are_redacted_in_diffs():
     pw = Secret("db-superuser-password", "hunter2hunter2")
     state = RoleState("db", files=(ManagedFile("/etc/patroni.yml", f"password: {pw.reveal()}\n"),))
-    f = HostFacts(files={"/etc/patroni.yml": FileFact(0o644, "root", "root", b"password: oldsecretvalue\n")},
-                  seeds={"/etc/patroni.yml": None})
+    f = HostFacts(files={"/etc/patroni.yml": FileFact(0o644, "root", "root", b"password: oldsecretvalue\n")})
     old = Secret("old", "oldsecretvalue")
     diff = diff_host("h", [state], f, Redactor([pw, old])).roles[0].files[0].diff
     assert "hunter2hunter2" not in diff and "oldsecretvalue" not in diff
@@ -122,6 +122,6 @@ def test_probe_spec_deduplicates_across_roles():
 
 
 def test_desired_hash_changes_with_content():
-    f1 = HostFacts(files={CONF.path: None}, seeds={CONF.path: None})
+    f1 = HostFacts(files={CONF.path: None})
     s2 = RoleState("etcd", files=(ManagedFile(CONF.path, "other"),))
     assert diff_host("h", [STATE], f1, ident).desired_hash != diff_host("h", [s2], f1, ident).desired_hash

@@ -10,13 +10,8 @@ from deploykit.execute.probe import (
     ProbeSpec,
     parse_probe,
     probe_command,
-    seed_marker,
     sha256,
 )
-
-
-def test_seed_marker_flattens_path():
-    assert seed_marker("/etc/redis/sentinel.conf") == "/var/lib/deploykit/seeds/etc%redis%sentinel.conf.sha256"
 
 
 def test_probe_command_is_exact_for_one_of_each():
@@ -26,8 +21,6 @@ def test_probe_command_is_exact_for_one_of_each():
         "export LC_ALL=C",
         "if [ -f /etc/a.conf ]; then printf '@@FILE %s %s\\n' /etc/a.conf \"$(stat -c '%a:%U:%G' /etc/a.conf)\"; "
         "base64 -w0 /etc/a.conf; echo; else printf '@@NOFILE %s\\n' /etc/a.conf; fi",
-        "[ -f /var/lib/deploykit/seeds/etc%a.conf.sha256 ] && printf '@@SEED %s %s\\n' /etc/a.conf "
-        "\"$(cat /var/lib/deploykit/seeds/etc%a.conf.sha256)\"",
         "if [ -d /etc/d ]; then printf '@@DIR %s %s\\n' /etc/d \"$(stat -c '%a:%U:%G' /etc/d)\"; "
         "else printf '@@NODIR %s\\n' /etc/d; fi",
         "dpkg-query -W -f='@@PKG ${Package} ${Status}\\n' etcd-server 2>/dev/null",
@@ -59,7 +52,6 @@ def test_parse_probe_reads_every_record():
     facts = parse_probe(spec, _out(
         "@@FILE /etc/a.conf 640:root:etcd",
         base64.b64encode(content).decode(),
-        "@@SEED /etc/a.conf abc123",
         "@@NOFILE /etc/b.conf",
         "@@DIR /etc/d 755:root:root",
         "@@NODIR /etc/e",
@@ -70,7 +62,6 @@ def test_parse_probe_reads_every_record():
     ))
     assert facts.files["/etc/a.conf"] == FileFact(0o640, "root", "etcd", content)
     assert facts.files["/etc/b.conf"] is None
-    assert facts.seeds == {"/etc/a.conf": "abc123", "/etc/b.conf": None}
     assert facts.directories == {"/etc/d": (0o755, "root", "root"), "/etc/e": None}
     assert facts.packages == {"etcd-server": True, "haproxy": False}
     assert facts.units == {"etcd": ("enabled", "active"), "haproxy": ("absent", "inactive")}

@@ -64,7 +64,6 @@ def test_role_steps_order():
         "upload /etc/systemd/system/chirp.service", "check and install /etc/systemd/system/chirp.service",
         "upload /etc/chirp.env", "check and install /etc/chirp.env",
         "upload /etc/redis/sentinel.conf", "check and install /etc/redis/sentinel.conf",
-        "record seed of /etc/redis/sentinel.conf",
         "apply /etc/chirp.env", "systemd daemon-reload", "enable chirp", "restart chirp", "wait: healthy",
     ]
     upload = steps[5]

@@ -63,11 +63,11 @@ def test_a_role_left_out_is_unknown(make_inventory, write_inventory) -> None:
 
 def test_hosts_without_roles_are_told_the_given_roles(make_inventory, base_hosts, write_inventory) -> None:
     base_hosts["fra1-web-[1:2]"] = "{address: 10.1.0.11, site: fra1}"
-    base_hosts["rbx1-web-[1:2]"] = "{address: 10.2.0.11, site: rbx1, roles: []}"
+    base_hosts["rbx1-web-[1:2]"] = "{address: 10.2.0.11, site: rbx1, roles: ~}"
     write_inventory(make_inventory(hosts=base_hosts))
     _, problems = check_inventory(F, roles=EXTRA)
     errors = [p.render() for p in problems if p.severity == "error"]
     assert f"{F}:10: hosts/fra1-web-[1:2]: this host has no roles; add e.g. roles: [app] (one or more of: " \
            "dns, lb, app, worker, db, etcd, cache, search)" in errors
     assert f"{F}:12: hosts/rbx1-web-[1:2]/roles: this host has no roles; give it at least one of: " \
-           "dns, lb, app, worker, db, etcd, cache, search" in errors
+           "dns, lb, app, worker, db, etcd, cache, search (or roles: [] to retire every role it ran)" in errors

@@ -862,13 +862,23 @@ def test_host_without_roles_key(make_inventory, base_hosts, check_text) -> None:
     )
 
 
-@pytest.mark.parametrize("roles", ["[]", "", "~"])
+@pytest.mark.parametrize("roles", ["", "~"])
 def test_host_with_empty_roles(make_inventory, base_hosts, check_text, roles: str) -> None:
     base_hosts["fra1-web-[1:2]"] = f"{{address: 10.1.0.11, site: fra1, roles: {roles}}}"
     checked = check_text(make_inventory(hosts=base_hosts))
     assert checked.only_error() == (
         f"{F}:10: hosts/fra1-web-[1:2]/roles: this host has no roles; give it at least one of: {ROLES_LIST}"
+        " (or roles: [] to retire every role it ran)"
     )
+
+
+def test_a_host_with_an_empty_role_list_is_being_retired_a_warning(make_inventory, base_hosts, check_text) -> None:
+    base_hosts["fra1-extra-1"] = "{address: 10.1.0.31, site: fra1, roles: []}"
+    checked = check_text(make_inventory(hosts=base_hosts))
+    assert checked.inventory is not None and checked.inventory.host("fra1-extra-1").roles == ()
+    assert [p.render() for p in checked.problems] == [
+        f"{F}:16: hosts/fra1-extra-1/roles: warning: this host has no roles: the next apply retires every role it "
+        "ran (hands leadership over, leaves the clusters, stops the services); remove it from the inventory after"]
 
 
 def test_roles_must_be_a_list(make_inventory, base_hosts, check_text) -> None:

@@ -5,11 +5,21 @@ One host's app processes share the code and the env file, so one RoleState cover
 `desired_worker` on a worker-only host. A change of code or env file restarts every unit on the host that
 runs it; the executor restarts app hosts `services.app.batch_size` at a time and runs `release_command`
 once per deploy on one app host.
+
+The code travels as one managed file per source file, so a file removed from the source would stay on the
+hosts: a manifest (`<install_dir>.files`, one path per line) lists the files deploykit puts in the install
+directory and is written after them. When it changes, its `after_change` removes every file listed in the
+manifest of the last release (`.applied`, its copy) that the new one no longer lists, and the directories
+that leaves empty, then records the new one; nothing else on the host is touched. A host deployed before
+there was a manifest has no `.applied`: the install directory's own listing stands in for it once (it is
+deploykit's alone: root-owned, the app runs as its own user). The manifest changes only when the set of
+files does, so a no-op apply reports nothing.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 
 from deploykit.plan.desired import Directory, ManagedFile, RoleState, Unit, Wait
 from deploykit.secret import Secret
@@ -36,6 +46,35 @@ def units(cfg: AppHostConfig) -> tuple[str, ...]:
 def release_command(cfg: AppHostConfig) -> str | None:
     """What the executor runs once per deploy on one app host, after the new code is in place."""
     return f"systemctl start {cfg.release_unit}.service" if cfg.runs_web and cfg.release_command else None
+
+
+# Run after a changed manifest is in place (the new files already are), before the units restart. A failed
+# clean-up removes the manifest, so that the next apply writes it again and retries.
+REMOVE_STALE_SCRIPT = """\
+cd {install_dir} || exit 1
+{{ if [ -f {applied} ]; then cat {applied}; else find . ! -type d | sed 's|^\\./||'; fi; }} |
+  grep -vxF -f {manifest} | while IFS= read -r f; do
+    case $f in ''|'#'*) continue ;; esac
+    if [ -f "$f" ] || [ -L "$f" ]; then rm -f -- "$f" || exit 1; fi
+    d=${{f%/*}}
+    if [ "$d" != "$f" ] && [ -d "$d" ]; then rmdir -p --ignore-fail-on-non-empty -- "$d" || exit 1; fi
+  done || {{ rm -f {manifest}; echo 'deploykit: could not remove the files no longer in the app source' >&2; exit 1; }}
+cp {manifest} {applied}.tmp && mv -f {applied}.tmp {applied}"""
+
+
+def manifest_path(cfg: AppHostConfig) -> str:
+    """The list of the files deploykit puts in the install directory (beside it, not in the app's tree)."""
+    return f"{cfg.install_dir}.files"
+
+
+def manifest(cfg: AppHostConfig) -> str:
+    header = f"# Managed by deploykit: the files of {cfg.install_dir}; a file dropped from this list is removed.\n"
+    return header + "".join(f"{f.path}\n" for f in cfg.source.files)
+
+
+def remove_stale_command(cfg: AppHostConfig) -> str:
+    q, path = shlex.quote, manifest_path(cfg)
+    return REMOVE_STALE_SCRIPT.format(install_dir=q(cfg.install_dir), manifest=q(path), applied=q(path + ".applied"))
 
 
 def health_command(cfg: AppHostConfig) -> str:
@@ -97,6 +136,8 @@ def _state(role: str, cfg: AppHostConfig) -> RoleState:
         waits.append(
             Wait(f"{cfg.worker_unit} running", f"systemctl is-active --quiet {cfg.worker_unit}.service", timeout_s=60)
         )
+    # Last: an apply that fails before it leaves the old manifest live, and the next one cleans up.
+    files.append(ManagedFile(manifest_path(cfg), manifest(cfg), after_change=remove_stale_command(cfg)))
     return RoleState(
         role=role,
         packages=PACKAGES,

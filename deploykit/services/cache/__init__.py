@@ -8,6 +8,7 @@ from deploykit.plan.placement import Placement
 from deploykit.plan.verdict import Verdict
 from deploykit.services.cache.config import CACHE_PASSWORD, CacheHostConfig, cache_config
 from deploykit.services.cache.placement import NAME, CachePlan, cache_plan, plan_cache
+from deploykit.services.cache.sentinel import MASTER_FACT, READ_MASTER, failover_script
 from deploykit.services.cache.state import PACKAGES, desired
 from deploykit.services.cache.tier import judge_cache
 from deploykit.services.contract import (
@@ -17,6 +18,7 @@ from deploykit.services.contract import (
     ConfigContext,
     FirewallRule,
     Frontend,
+    HostFact,
     PlacementContext,
     Rollout,
     Section,
@@ -35,6 +37,9 @@ class Cache(Service):
     tier_column = 60
     secrets = (CACHE_PASSWORD,)
     packages = PACKAGES
+    # Who is master, as each host's sentinel sees it (a moment): changes are made against that master.
+    host_facts = (HostFact(MASTER_FACT, READ_MASTER, stored=False),)
+    retire_units = ("redis-sentinel", "redis-server")
 
     def place(self, ctx: PlacementContext) -> CachePlan:
         return plan_cache(ctx.inv)
@@ -71,6 +76,12 @@ class Cache(Service):
         return (Frontend("cache", inv.services.lb.cache_port, "tcp", "redis role:master", backends,
                          check_kind="redis-master", check_secret=CACHE_PASSWORD, clients=("app", "worker"),
                          label="Redis"),)
+
+    def handover(self, ctx: ConfigContext, host: Host) -> str:
+        """A master leaving the role hands it to a replica first; the others' sentinels then forget it (their
+        members changed: sentinel.py's reset)."""
+        p = cache_plan(ctx.placement)
+        return failover_script(p.port, p.sentinel_port, ctx.placement.name)
 
     def config(self, ctx: ConfigContext, host: Host) -> CacheHostConfig:
         return cache_config(ctx, host)

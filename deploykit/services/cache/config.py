@@ -1,9 +1,10 @@
 """Per-host configuration of the `cache` role: one Redis server and one Sentinel on every cache host.
 
-Every topology decision is made here from the placement: which server starts as master (the others start as
-its replicas), the Sentinel quorum and the name the sentinels monitor the group under (the deployment's
-name). After the first start the sentinels own the replication topology: a failover moves the master and
-Redis/Sentinel record that in their own config files, which the role therefore only seeds.
+Every topology decision is made here from the placement and what the sentinels report: which server is the
+master (the one the sentinels name, else the placement's first cache host; the others replicate from it),
+the Sentinel quorum and the name the sentinels monitor the group under (the deployment's name). After the first
+start the sentinels own the replication topology: a failover moves the master and Redis/Sentinel record that
+in their own config files, which the role therefore only seeds (see sentinel.py).
 
 Addresses: Redis and Sentinel listen on the host's mesh address (and 127.0.0.1, for redis-cli on the host),
 announce it, and replicate from / monitor the master's mesh address: replication, Sentinel's gossip and the
@@ -18,6 +19,7 @@ from ipaddress import IPv4Address
 from deploykit.inventory.model import Host
 from deploykit.secret import Secret
 from deploykit.services.cache.placement import cache_plan
+from deploykit.services.cache.sentinel import current_master
 from deploykit.services.contract import ConfigContext
 
 # The secret this service owns: requirepass/masterauth of every server, Sentinel's too; its clients read it.
@@ -35,8 +37,10 @@ class CacheHostConfig:
     host: str
     mesh_address: IPv4Address  # where Redis and Sentinel listen, and what they announce
     master_name: str  # the name the sentinels monitor the group under
-    master_address: IPv4Address  # the initial master's mesh address (sentinels move the master on failover)
-    is_initial_master: bool
+    master_address: IPv4Address  # the current master's mesh address (as the sentinels report it)
+    is_master: bool  # this host is the current master
+    master_running: bool  # the sentinels report it (False: nothing runs yet, the master starts first)
+    members: tuple[IPv4Address, ...]  # every cache host's mesh address, by name
     port: int
     sentinel_port: int
     quorum: int
@@ -47,8 +51,14 @@ class CacheHostConfig:
 
     @property
     def replicaof(self) -> IPv4Address | None:
-        """Whom this server replicates from when it first starts (None: it starts as the master)."""
-        return None if self.is_initial_master else self.master_address
+        """Whom this server replicates from when it is seeded (None: it is the master)."""
+        return None if self.is_master else self.master_address
+
+    @property
+    def settings(self) -> tuple[tuple[str, str], ...]:
+        """What every sentinel applies with `SENTINEL SET` (the seed holds the same)."""
+        return (("quorum", str(self.quorum)), ("down-after-milliseconds", str(self.down_after_ms)),
+                ("failover-timeout", str(self.failover_timeout_ms)), ("parallel-syncs", str(self.parallel_syncs)))
 
 
 def cache_config(ctx: ConfigContext, host: Host) -> CacheHostConfig:
@@ -56,12 +66,16 @@ def cache_config(ctx: ConfigContext, host: Host) -> CacheHostConfig:
     if host.name not in {m.name for m in plan.members} or plan.master is None:
         raise ValueError(f"{host.name} is not a cache member")
     down_after = ctx.inv.services.cache.down_after_ms
+    names = tuple(m.name for m in plan.members)
+    master, reported = ctx.shared("cache-current-master", lambda: current_master(ctx, names, str(plan.master)))
     return CacheHostConfig(
         host=host.name,
         mesh_address=host.mesh_address,
         master_name=ctx.placement.name,
-        master_address=ctx.inv.host(plan.master).mesh_address,
-        is_initial_master=host.name == plan.master,
+        master_address=ctx.inv.host(master).mesh_address,
+        is_master=host.name == master,
+        master_running=reported,
+        members=tuple(ctx.inv.host(n).mesh_address for n in names),
         port=plan.port,
         sentinel_port=plan.sentinel_port,
         quorum=plan.quorum,

@@ -6,21 +6,17 @@ epochs, the current master) into sentinel.conf. Re-applying must neither undo a 
 so the files are split by who owns them:
 
 - /etc/redis/deploykit.conf: every static Redis setting, fully managed. Redis reads it through `include`
-  and never writes it. A change restarts redis-server.
-- /etc/redis/redis.conf and /etc/redis/sentinel.conf: seeds (`ManagedFile.seed`), written only when absent
-  or when the seed itself changed; from the first start the service owns their content.
+  and never writes it. A change restarts redis-server, the master last and only after a failover moved the
+  master away (sentinel.py).
+- /etc/redis/redis.conf and /etc/redis/sentinel.conf: seeds (`ManagedFile.seed`), written only when absent,
+  pointing at the current master as the sentinels report it; from the first start the service owns them.
+- /etc/deploykit/cache-sentinel: the sentinels' settings and the group's members; a change is applied to the
+  running sentinel with SENTINEL SET / SENTINEL RESET (sentinel.py), never by re-seeding.
 
 CONFIG REWRITE copies every non-default setting, the included ones too, into redis.conf after the
 `include` line (checked with redis-server 7.0.15), so those copies would override a later change of
 deploykit.conf. When deploykit.conf changes, its `after_change` therefore strips redis.conf back to its
 `include` and `replicaof` lines (the latter being the failover state) before Redis restarts.
-
-Sentinel's settings cannot move to an include: every state change re-emits all `sentinel` lines (tunables
-included) into sentinel.conf after any include, so the copies would win, and stripping them would also strip
-what Sentinel learned. So sentinel.conf stays one seed. A changed
-seed (password, down_after_ms, quorum, membership) replaces what Sentinel learned: after a failover that
-points the sentinels back at the initial master, now a replica, and they cannot fail over from it. On a live
-cluster such a re-seed needs a deliberate step (failover back first, or a confirmed reseed).
 """
 
 from __future__ import annotations
@@ -29,14 +25,14 @@ import re
 
 from deploykit.plan.desired import Directory, ManagedFile, RoleState, Unit, Wait
 from deploykit.services.cache.config import CacheHostConfig
+from deploykit.services.cache.sentinel import CLI_AUTH, SETTINGS_FILE, failover_script, sync_script
 from deploykit.services.render import render
 
 REDIS_CONF = "/etc/redis/redis.conf"
 STATIC_CONF = "/etc/redis/deploykit.conf"
 SENTINEL_CONF = "/etc/redis/sentinel.conf"
-# The password for redis-cli on the host (waits, operators), so it never appears in a command line:
-# `REDISCLI_AUTH="$(cat ...)" redis-cli ...` keeps it out of argv and out of the plan's commands.
-CLI_AUTH = "/etc/redis/deploykit.auth"
+# CLI_AUTH: the password for redis-cli on the host (waits, operators, sentinel.py), so it never appears in a
+# command line: `REDISCLI_AUTH="$(cat ...)" redis-cli ...` keeps it out of argv and out of the plan's commands.
 PACKAGES = ("redis-server", "redis-sentinel", "redis-tools")
 SAFE_PASSWORD = re.compile(r"[A-Za-z0-9._~+/=-]+")
 
@@ -62,10 +58,18 @@ def redis_cli(port: int, *args: str) -> str:
 
 
 def seed_file(path: str, content: str, service: str) -> ManagedFile:
-    """A file the service rewrites at run time. Owned by redis: the service replaces it (a temporary file in
-    /etc/redis renamed over it, keeping the mode), so it is redis-owned after the first rewrite anyway.
-    0640: it holds the password."""
+    """A file the service rewrites at run time, written only when absent. Owned by redis: the service replaces
+    it (a temporary file in /etc/redis renamed over it, keeping the mode), so it is redis-owned after the first
+    rewrite anyway. 0640: it holds the password."""
     return ManagedFile(path, content, mode="0640", owner="redis", group="redis", seed=True, notify=(service,))
+
+
+def settings_record(cfg: CacheHostConfig) -> str:
+    """What the running sentinels must hold (applied by sync_script when it changes)."""
+    lines = [f"# Managed by deploykit: the Redis group {cfg.master_name}'s sentinel settings and members.",
+             "# A change is applied to the running sentinel (SENTINEL SET / RESET), never by re-seeding.",
+             *(f"{k} {v}" for k, v in cfg.settings), *(f"member {a}" for a in cfg.members)]
+    return "\n".join(lines) + "\n"
 
 
 def desired(cfg: CacheHostConfig) -> RoleState:
@@ -85,21 +89,30 @@ def desired(cfg: CacheHostConfig) -> RoleState:
     }
     files = (
         seed_file(REDIS_CONF, render("cache/redis.conf.j2", **ctx), "redis-server"),
+        ManagedFile(CLI_AUTH, cfg.password.reveal() + "\n", mode="0600"),
         ManagedFile(
             STATIC_CONF,
             render("cache/deploykit.conf.j2", **ctx),
             mode="0640",
             group="redis",
-            after_change=STRIP_REWRITE_COPIES,
-            # Restarting the current master makes the sentinels fail over if it is down longer than
-            # down_after_ms; the executor restarts the replicas first (see the report to the lead).
+            # The restart that follows goes replicas first (the master's rollout_order is last); the master
+            # hands its role to a replica before (a planned failover, not a detected one), then strips the
+            # copies the failover's CONFIG REWRITE appended.
+            after_change=f"(\n{failover_script(cfg.port, cfg.sentinel_port, cfg.master_name)}) || exit 1\n"
+                         + STRIP_REWRITE_COPIES,
             notify=("redis-server",),
         ),
         seed_file(SENTINEL_CONF, render("cache/sentinel.conf.j2", **ctx), "redis-sentinel"),
-        ManagedFile(CLI_AUTH, cfg.password.reveal() + "\n", mode="0600"),
+        ManagedFile(
+            SETTINGS_FILE,
+            settings_record(cfg),
+            after_change=sync_script(cfg.sentinel_port, cfg.master_name, cfg.settings, cfg.members, cfg.quorum),
+        ),
     )
     return RoleState(
         role="cache",
+        # A running master changes last (replicas first); on the first deploy it starts first (by name).
+        rollout_order=1 if cfg.is_master and cfg.master_running else 0,
         packages=PACKAGES,
         # Debian's own mode: Sentinel and CONFIG REWRITE create their temporary file next to the config.
         directories=(Directory("/etc/redis", mode="2770", owner="redis", group="redis"),),

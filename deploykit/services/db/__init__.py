@@ -21,6 +21,7 @@ from deploykit.services.contract import (
     listed,
 )
 from deploykit.services.db.config import SECRETS, DbHostConfig, db_config, primary_load_balancers
+from deploykit.services.db.membership import leave_script
 from deploykit.services.db.placement import NAME, DbPlan, db_plan, plan_db
 from deploykit.services.db.state import PACKAGES, desired
 from deploykit.services.db.tier import judge_db
@@ -37,6 +38,7 @@ class Db(Service):
     tier_column = 40
     secrets = SECRETS
     packages = PACKAGES
+    retire_units = ("patroni",)
 
     def place(self, ctx: PlacementContext) -> DbPlan:
         return plan_db(ctx.inv)
@@ -82,6 +84,10 @@ class Db(Service):
                                 check_kind="http", check_path=path, clients=("app", "worker"),
                                 label=LABELS[name]))
         return tuple(out)
+
+    def handover(self, ctx: ConfigContext, host: Host) -> str:
+        p = db_plan(ctx.placement)
+        return leave_script(host.name, f"{host.mesh_address}:{p.patroni_port}", ctx.inv.services.db.ttl)
 
     def config(self, ctx: ConfigContext, host: Host) -> DbHostConfig:
         return db_config(ctx, host)

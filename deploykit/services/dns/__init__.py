@@ -30,7 +30,7 @@ from deploykit.services.contract import (
 from deploykit.services.dns.config import DNS_PORT, DnsHostConfig, dns_config
 from deploykit.services.dns.placement import NAME, DnsPlan, dns_plan, plan_dns
 from deploykit.services.dns.report import describe_dns
-from deploykit.services.dns.state import PACKAGES, desired
+from deploykit.services.dns.state import PACKAGES, UNIT, desired
 from deploykit.services.dns.tier import judge_dns
 
 
@@ -39,6 +39,7 @@ class Dns(Service):
     # The edge of the edge: the first column of the resilience table, the first role of a host.
     tier_column = 5
     packages = PACKAGES
+    retire_units = (UNIT,)
     # A restarted PowerDNS counts every address down until its first check round (4.7), and then answers
     # every site, dead ones included: one server at a time, each warmed up (state.py) before the next.
     rollout = Rollout.ONE_AT_A_TIME

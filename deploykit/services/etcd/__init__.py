@@ -18,8 +18,8 @@ from deploykit.services.contract import (
     TierContext,
     listed,
 )
-from deploykit.services.etcd.config import EtcdHostConfig, etcd_config
-from deploykit.services.etcd.membership import DATA_FACT, MEMBERS_FACT, READ_DATA, READ_MEMBERS
+from deploykit.services.etcd.config import EtcdHostConfig, data_dir, etcd_config
+from deploykit.services.etcd.membership import DATA_FACT, MEMBERS_FACT, READ_DATA, READ_MEMBERS, leave_script
 from deploykit.services.etcd.placement import NAME, EtcdPlan, etcd_plan, plan_etcd
 from deploykit.services.etcd.state import PACKAGES, desired
 from deploykit.services.etcd.tier import judge_etcd
@@ -35,6 +35,7 @@ class Etcd(Service):
     )
     tier_column = 50
     packages = PACKAGES
+    retire_units = ("etcd",)
 
     def place(self, ctx: PlacementContext) -> EtcdPlan:
         return plan_etcd(ctx.inv)
@@ -58,6 +59,10 @@ class Etcd(Service):
             FirewallRule("etcd client", "tcp", svc.client_port, mesh_addresses(inv, "etcd", "db"), mesh),
             FirewallRule("etcd peer", "tcp", svc.peer_port, mesh_addresses(inv, "etcd"), mesh),
         )
+
+    def handover(self, ctx: ConfigContext, host: Host) -> str:
+        p = etcd_plan(ctx.placement)
+        return leave_script(host.name, f"http://127.0.0.1:{p.client_port}", data_dir(p))
 
     def config(self, ctx: ConfigContext, host: Host) -> EtcdHostConfig:
         return etcd_config(ctx, host)

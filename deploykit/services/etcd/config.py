@@ -18,7 +18,7 @@ from ipaddress import IPv4Address
 from deploykit.inventory.model import Host
 from deploykit.services.contract import ConfigContext
 from deploykit.services.etcd.membership import DATA_FACT, MEMBERS_FACT, RunningMember, has_data, parse_members
-from deploykit.services.etcd.placement import etcd_plan
+from deploykit.services.etcd.placement import EtcdPlan, etcd_plan
 
 HEARTBEAT_MS = 200
 ELECTION_MS = 2000
@@ -53,17 +53,21 @@ class EtcdHostConfig:
     # them (one surviving member does: the first, in name order, that is running with data)
 
 
+def data_dir(plan: EtcdPlan) -> str:
+    return f"/var/lib/etcd/{plan.token}"
+
+
 def etcd_config(ctx: ConfigContext, host: Host) -> EtcdHostConfig:
     plan = etcd_plan(ctx.placement)
     if host.name not in {m.name for m in plan.members}:
         raise ValueError(f"{host.name} is not an etcd member")
     peer = f"http://{host.mesh_address}:{plan.peer_port}"
     names = tuple(m.name for m in plan.members)
-    data_dir = f"/var/lib/etcd/{plan.token}"
+    data = data_dir(plan)
     running = running_members(ctx, names)
     listed = {m.name for m in running or ()}
     stale = tuple(sorted(n for n in listed if n and n not in names))
-    remover = next((n for n in names if n in listed and has_data(ctx.fact(n, DATA_FACT), data_dir)), None)
+    remover = next((n for n in names if n in listed and has_data(ctx.fact(n, DATA_FACT), data)), None)
     client = f"http://{host.mesh_address}:{plan.client_port}"
     local = f"http://127.0.0.1:{plan.client_port}"
     return EtcdHostConfig(
@@ -74,7 +78,7 @@ def etcd_config(ctx: ConfigContext, host: Host) -> EtcdHostConfig:
         token=plan.token,
         # Not Debian's /var/lib/etcd/default: the package starts a single-node etcd there on install, and a
         # member that finds that data would come up as that one-node cluster instead of joining ours.
-        data_dir=data_dir,
+        data_dir=data,
         initial_cluster=plan.initial_cluster,
         listen_peer_urls=peer,
         listen_client_urls=f"{client},{local}",
@@ -86,7 +90,7 @@ def etcd_config(ctx: ConfigContext, host: Host) -> EtcdHostConfig:
         local_endpoint=local,
         peer_url=peer,
         members=names,
-        joins=running is not None and has_data(ctx.fact(host.name, DATA_FACT), data_dir) is False,
+        joins=running is not None and has_data(ctx.fact(host.name, DATA_FACT), data) is False,
         # Asked by a joining host: the running voting members (a learner, e.g. another host joining in the same
         # apply, answers no members-API call: "rpc not supported for learner").
         others=",".join(f"http://{ctx.inv.host(m.name).mesh_address}:{plan.client_port}" for m in running or ()

@@ -133,3 +133,25 @@ set -eu
   fi
 done
 """
+
+
+def leave_script(name: str, local: str, data_dir: str) -> str:
+    """Run on a host leaving the etcd role, before its etcd stops (Service.handover): the member removes itself
+    through the members API while quorum still counts it, stops, and its data directory is set aside (a removed
+    member can never start from it again; a later join starts empty). Another member leaving at the same time
+    can make etcd refuse for a moment ("unhealthy cluster"): retried for up to 60 s. Idempotent: a member no
+    longer listed, or an etcd not running, only has its data set aside (the survivors' remover cleans the list)."""
+    q = shlex.quote
+    ctl = etcdctl(local)
+    return f"""set -u
+deadline=$(( $(date +%s) + 60 ))
+while line=$({ctl} member list -w simple 2>/dev/null | awk -F', ' -v n={q(name)} '$3 == n') && [ -n "$line" ]; do
+  echo "removing etcd member {name}: it leaves the role"
+  {ctl} member remove "$(printf '%s' "$line" | cut -d, -f1)" && break
+  [ "$(date +%s)" -lt "$deadline" ] || exit 1
+  sleep 2
+done
+systemctl stop etcd
+if [ -d {q(data_dir)} ]; then mv {q(data_dir)} {q(data_dir)}.removed-$(date +%Y%m%d%H%M%S); fi
+rm -f {q(JOIN_ENV)} {q(JOIN_SCRIPT)}
+"""

@@ -35,6 +35,8 @@ class Lb(Service):
     tier_column = 10
     secrets = (STATS_PASSWORD, VRRP_PASSWORDS, TLS_SECRETS)
     packages = PACKAGES
+    # keepalived first: its stop hands the VIP over at once (priority 0), before HAProxy stops serving.
+    retire_units = ("keepalived", "haproxy")
 
     def place(self, ctx: PlacementContext) -> tuple[SiteLbPlan, ...]:
         return plan_lb(ctx)

@@ -8,18 +8,29 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from deploykit.execute.diff import diff_host
+from deploykit.execute.probe import FileFact, HostFacts
+from deploykit.execute.steps import Shell, Upload, role_steps
 from deploykit.inventory import Inventory, load_inventory
 from deploykit.plan import plan_placement
-from deploykit.plan.desired import Unit
+from deploykit.plan.desired import RoleState, Unit
 from deploykit.secret import Secret
 from deploykit.services.app import APP, WORKER
 from deploykit.services.app import state as app
-from deploykit.services.app.config import BUNDLED_APP, AppHostConfig, AppSourceError, app_config, parse_procfile
+from deploykit.services.app.config import (
+    BUNDLED_APP,
+    AppHostConfig,
+    AppSourceError,
+    SourceFile,
+    app_config,
+    parse_procfile,
+)
 from deploykit.services.contract import ConfigContext
 from deploykit.services.ports import mesh_addresses
 
@@ -267,10 +278,161 @@ def test_worker_only_host(
     state = app.desired_worker(cfg)
     assert state.role == "worker" and state.services == (Unit("chirp-worker"),)
     assert [f.path for f in state.files if "/systemd/" in f.path] == ["/etc/systemd/system/chirp-worker.service"]
-    assert {f.notify for f in state.files if f.path.startswith("/opt/")} == {("chirp-worker",)}
+    assert {f.notify for f in state.files if f.path.startswith("/opt/chirp/app/")} == {("chirp-worker",)}
     assert app.release_command(cfg) is None
     with pytest.raises(ValueError, match="does not have the app role"):
         app.desired_app(cfg)
+
+
+# --- files removed from the source ----------------------------------------------------------------------
+
+
+def test_manifest_lists_the_source_files_and_comes_last() -> None:
+    cfg = lab("fra1-web-1")
+    state = app.desired_app(cfg)
+    last = state.files[-1]
+    assert (last.path, last.mode, last.notify) == ("/opt/chirp/app.files", "0644", ())
+    assert last.content.splitlines() == [
+        "# Managed by deploykit: the files of /opt/chirp/app; a file dropped from this list is removed.",
+        *(f.path for f in cfg.source.files),
+    ]
+    assert last.after_change == (
+        "cd /opt/chirp/app || exit 1\n"
+        "{ if [ -f /opt/chirp/app.files.applied ]; then cat /opt/chirp/app.files.applied; "
+        "else find . ! -type d | sed 's|^\\./||'; fi; } |\n"
+        "  grep -vxF -f /opt/chirp/app.files | while IFS= read -r f; do\n"
+        "    case $f in ''|'#'*) continue ;; esac\n"
+        '    if [ -f "$f" ] || [ -L "$f" ]; then rm -f -- "$f" || exit 1; fi\n'
+        "    d=${f%/*}\n"
+        '    if [ "$d" != "$f" ] && [ -d "$d" ]; then rmdir -p --ignore-fail-on-non-empty -- "$d" || exit 1; fi\n'
+        "  done || { rm -f /opt/chirp/app.files; "
+        "echo 'deploykit: could not remove the files no longer in the app source' >&2; exit 1; }\n"
+        "cp /opt/chirp/app.files /opt/chirp/app.files.applied.tmp && "
+        "mv -f /opt/chirp/app.files.applied.tmp /opt/chirp/app.files.applied"
+    )
+    worker_only = dataclasses.replace(cfg, runs_web=False)
+    assert app.desired_worker(worker_only).files[-1] == last  # worker hosts clean up too
+
+
+def with_files(cfg: AppHostConfig, *paths: str, install_dir: str | None = None) -> AppHostConfig:
+    files = tuple(SourceFile(p, f"# {p}\n", "0644") for p in sorted(paths))
+    return dataclasses.replace(
+        cfg, source=dataclasses.replace(cfg.source, files=files), install_dir=install_dir or cfg.install_dir
+    )
+
+
+def release(cfg: AppHostConfig) -> None:
+    """What the apply does on a host, without the units: the files, then the manifest and its after_change."""
+    root = Path(cfg.install_dir)
+    for f in cfg.source.files:
+        (root / f.path).parent.mkdir(parents=True, exist_ok=True)
+        (root / f.path).write_text(f.content)
+    Path(app.manifest_path(cfg)).write_text(app.manifest(cfg))
+    subprocess.run(["sh", "-c", app.remove_stale_command(cfg)], check=True, capture_output=True)
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() + "/" * p.is_dir() for p in root.rglob("*"))
+
+
+def test_a_release_removes_what_left_the_source_and_nothing_else(tmp_path: Path) -> None:
+    base = tmp_path / "opt" / "chirp"
+    (base / "venv").mkdir(parents=True)
+    (base / "venv" / "keep.py").write_text("")  # beside the install directory: never touched
+    cfg = with_files(
+        lab("fra1-web-1"),
+        "Procfile",
+        "app/web.py",
+        "app/old/gone.py",
+        "app/old/deep/x.py",
+        "top.py",
+        install_dir=str(base / "app"),
+    )
+    release(cfg)  # a first release: nothing to remove, the manifest is recorded
+    assert tree(base / "app") == [
+        "Procfile",
+        "app/",
+        "app/old/",
+        "app/old/deep/",
+        "app/old/deep/x.py",
+        "app/old/gone.py",
+        "app/web.py",
+        "top.py",
+    ]
+    assert (base / "app.files.applied").read_text() == app.manifest(cfg)
+    (base / "app" / "app" / "local.txt").write_text("not deploykit's")  # in no manifest: kept
+    new = with_files(cfg, "Procfile", "app/web.py", "app/new.py")
+    release(new)
+    assert tree(base / "app") == ["Procfile", "app/", "app/local.txt", "app/new.py", "app/web.py"]
+    assert tree(base) == [
+        "app.files",
+        "app.files.applied",
+        "app/",
+        "app/Procfile",
+        "app/app/",
+        "app/app/local.txt",
+        "app/app/new.py",
+        "app/app/web.py",
+        "venv/",
+        "venv/keep.py",
+    ]
+    assert (base / "app.files.applied").read_text() == app.manifest(new)
+    release(new)  # the same again: nothing to remove
+    assert tree(base / "app") == ["Procfile", "app/", "app/local.txt", "app/new.py", "app/web.py"]
+
+
+def test_a_host_from_before_the_manifest_is_cleaned_once(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    for stale in ("gone.py", "pkg/old/x.py", "pkg/keep.py.deploykit-new"):
+        (root / stale).parent.mkdir(parents=True, exist_ok=True)
+        (root / stale).write_text("")
+    release(with_files(lab("fra1-web-1"), "Procfile", "pkg/keep.py", install_dir=str(root)))
+    assert tree(root) == ["Procfile", "pkg/", "pkg/keep.py"]
+    assert (tmp_path / "app.files.applied").is_file()
+
+
+def test_a_failed_clean_up_is_tried_again_by_the_next_apply(tmp_path: Path) -> None:
+    root = tmp_path / "app"
+    cfg = with_files(lab("fra1-web-1"), "Procfile", "gone.py", install_dir=str(root))
+    release(cfg)
+    new = with_files(cfg, "Procfile")
+    Path(app.manifest_path(new)).write_text(app.manifest(new))
+    bin_dir = tmp_path / "bin"  # an `rm` that cannot remove gone.py
+    bin_dir.mkdir()
+    (bin_dir / "rm").write_text('#!/bin/sh\ncase "$*" in *gone.py*) exit 1 ;; esac\nexec /bin/rm "$@"\n')
+    (bin_dir / "rm").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    failed = subprocess.run(["sh", "-c", app.remove_stale_command(new)], env=env, capture_output=True, text=True)
+    assert failed.returncode == 1 and "could not remove the files no longer in the app source" in failed.stderr
+    # no manifest left: the next apply writes it again (a "create") and its after_change runs again
+    assert not Path(app.manifest_path(new)).exists() and (root / "gone.py").exists()
+    assert (tmp_path / "app.files.applied").read_text() == app.manifest(cfg)
+    release(new)
+    assert tree(root) == ["Procfile"]
+
+
+def facts_of(states: list[RoleState]) -> HostFacts:
+    """A host that has exactly `states` in place."""
+    return HostFacts(
+        files={f.path: FileFact(int(f.mode, 8), f.owner, f.group, f.content.encode()) for s in states for f in s.files},
+        directories={d.path: (int(d.mode, 8), d.owner, d.group) for s in states for d in s.directories},
+        packages={p: True for s in states for p in s.packages},
+        units={u.name: ("enabled", "active") for s in states for u in s.services},
+    )
+
+
+def test_removing_a_file_changes_the_manifest_and_a_no_op_changes_nothing() -> None:
+    cfg = lab("fra1-web-1")
+    state = app.desired_app(cfg)
+    assert not diff_host("fra1-web-1", [state], facts_of([state]), str).changed
+    legacy = SourceFile("chirp/legacy.py", "x = 1\n", "0644")
+    old = dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, files=(*cfg.source.files, legacy)))
+    (changes,) = diff_host("fra1-web-1", [state], facts_of([app.desired_app(old)]), str).roles
+    assert {(c.file.path, c.action) for c in changes.files} == {("/opt/chirp/app.files", "update")}
+    steps = role_steps(changes)
+    assert [s.dest for s in steps if isinstance(s, Upload)] == ["/opt/chirp/app.files.deploykit-new"]
+    assert Shell("apply /opt/chirp/app.files", app.remove_stale_command(cfg)) in steps
+    assert [s.description for s in steps if isinstance(s, Shell) and "legacy" in s.command] == []
 
 
 def rendered(host: str) -> dict[str, str]:

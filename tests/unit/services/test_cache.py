@@ -18,6 +18,7 @@ from deploykit.secret import Secret
 from deploykit.services.cache import SERVICE
 from deploykit.services.cache import state as cache
 from deploykit.services.cache.config import CacheHostConfig, cache_config
+from deploykit.services.cache.sentinel import SETTINGS_FILE, failover_script, sync_script
 from deploykit.services.contract import ConfigContext
 from deploykit.services.ports import mesh_addresses
 
@@ -66,7 +67,7 @@ def test_lab_config() -> None:
     assert cfg.master_name == "chirp-lab"
     assert str(cfg.master_address) == mesh("ams1-data-1")  # first cache host by name, on the mesh
     assert cfg.mesh_address == LAB.inv.host("fra1-data-1").mesh_address
-    assert not cfg.is_initial_master
+    assert not cfg.is_master and not cfg.master_running  # no sentinel reported: the placement's first
     assert (cfg.port, cfg.sentinel_port, cfg.quorum, cfg.down_after_ms) == (6379, 26379, 2, 3000)
     assert cfg.failover_timeout_ms == 30000
     assert cfg.parallel_syncs == 1
@@ -102,7 +103,7 @@ def test_quorum_is_a_majority(load_text, make_inventory, count: int, quorum: int
     ctx = context_of(inv)
     cfgs = [cache_config(ctx, h) for h in inv.with_role("cache")]
     assert {c.quorum for c in cfgs} == {quorum}
-    assert [c.is_initial_master for c in cfgs] == [True] + [False] * (count - 1)
+    assert [c.is_master for c in cfgs] == [True] + [False] * (count - 1)
     master = inv.host("c-1").mesh_address
     assert f"sentinel monitor chirp-test {master} 6379 {quorum}" in lines(cache.desired(cfgs[-1]), cache.SENTINEL_CONF)
 
@@ -195,6 +196,7 @@ def test_runtime_rewritten_files_are_seeds_the_rest_managed() -> None:
         cache.SENTINEL_CONF: True,
         cache.STATIC_CONF: False,
         cache.CLI_AUTH: False,
+        SETTINGS_FILE: False,
     }
     for path in (cache.REDIS_CONF, cache.SENTINEL_CONF):
         f = file(st, path)
@@ -213,7 +215,11 @@ def test_notify_and_after_change() -> None:
     assert file(st, cache.REDIS_CONF).notify == ("redis-server",)
     assert file(st, cache.STATIC_CONF).notify == ("redis-server",)
     assert file(st, cache.SENTINEL_CONF).notify == ("redis-sentinel",)
-    assert file(st, cache.STATIC_CONF).after_change == cache.STRIP_REWRITE_COPIES
+    restart = file(st, cache.STATIC_CONF).after_change
+    assert restart == (f"(\n{failover_script(6379, 26379, 'chirp-lab')}) || exit 1\n" + cache.STRIP_REWRITE_COPIES)
+    assert file(st, SETTINGS_FILE).after_change == sync_script(26379, "chirp-lab", lab("fra1-data-1").settings,
+                                                               lab("fra1-data-1").members, 2)
+    assert not file(st, SETTINGS_FILE).notify
     assert st.services == (Unit("redis-server"), Unit("redis-sentinel"))
     assert st.packages == ("redis-server", "redis-sentinel", "redis-tools")
     assert [(d.path, d.mode, d.owner) for d in st.directories] == [("/etc/redis", "2770", "redis")]
