@@ -150,6 +150,26 @@ def start(inventory: Path | None, hosts: tuple[str, ...]) -> None:
     console.print(f"started: {', '.join(hosts)} ({time.monotonic() - progress.started:.1f} s)")
 
 
+@lab.command("wipe")
+@inventory_option
+@click.argument("hosts", nargs=-1, required=True)
+def wipe(inventory: Path | None, hosts: tuple[str, ...]) -> None:
+    """Replace HOSTS as a provider replaces a broken server: same name and address, an empty disk as `lab up`
+    made it (no config, no data), a new SSH host key (known_hosts updated); wait until they answer SSH."""
+    the_lab = find_lab(inventory)
+    progress = ConsoleProgress()
+    try:
+        wiped = the_lab.wipe(hosts, progress)
+    finally:
+        progress.close()
+    kind = "bare" if the_lab.state.bare else "preinstalled"
+    for w in wiped:
+        console.print(
+            f"wiped {w.name} ({w.address}): empty {kind} disk, new host key {w.host_key} in"
+            f" {the_lab.state.known_hosts}; answers SSH", highlight=False,
+        )  # fmt: skip
+
+
 @lab.command("partition")
 @inventory_option
 @click.argument("target")

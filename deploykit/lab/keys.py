@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from deploykit.lab.proc import run
@@ -39,6 +41,37 @@ def known_hosts_line(address: str, name: str, port: int, public_key: str) -> str
     names = [address, name] if port == 22 else [f"[{address}]:{port}", f"[{name}]:{port}"]
     key_type, key_data = public_key.split()[:2]
     return f"{','.join(names)} {key_type} {key_data}"
+
+
+def fingerprint(public_key: str) -> str:
+    """A public key's SHA256 fingerprint, as `ssh-keygen -l` and ssh print it."""
+    digest = hashlib.sha256(base64.b64decode(public_key.split()[1])).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def known_hosts_names(line: str) -> set[str]:
+    """The host names/addresses a known_hosts line is for (none for a comment, a marker or a hashed entry)."""
+    if not line.strip() or line.lstrip().startswith(("#", "@", "|")):
+        return set()
+    return set(line.split()[0].split(","))
+
+
+def replace_known_hosts_lines(current: Sequence[str], new: Sequence[str]) -> list[str]:
+    """`current` with the hosts of the `new` lines given those lines: a new line takes the place of the first
+    line naming any of its names (address or name) and drops the others; a host not in `current` is appended.
+    Every other line stays as it is."""
+    out: list[str] = []
+    placed: set[int] = set()
+    for line in current:
+        names = known_hosts_names(line)
+        matching = [i for i, n in enumerate(new) if names & known_hosts_names(n)]
+        if not matching:
+            out.append(line)
+        for i in matching:
+            if i not in placed:
+                out.append(new[i])
+                placed.add(i)
+    return out + [n for i, n in enumerate(new) if i not in placed]
 
 
 def write_known_hosts(path: Path, lines: Iterable[str]) -> None:

@@ -4,10 +4,13 @@
 
     lab = Lab.for_inventory(load_inventory(Path("inventories/lab.yml")))
     lab.up(); lab.kill(["fra1-web-1"]); lab.start(["fra1-web-1"]); lab.partition("fra1"); lab.heal(); lab.down()
+    lab.wipe(["fra1-data-1"])  # the server again as `up` made it: empty disk, new host key, same name and address
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 import uuid
@@ -20,11 +23,19 @@ from deploykit.errors import LabError
 from deploykit.inventory.model import Inventory
 from deploykit.lab import image, network, repository
 from deploykit.lab.firewall import PartitionRules, table_name
-from deploykit.lab.keys import ensure_client_key, known_hosts_line, make_host_key, write_known_hosts
+from deploykit.lab.keys import (
+    ensure_client_key,
+    fingerprint,
+    known_hosts_line,
+    make_host_key,
+    replace_known_hosts_lines,
+    write_known_hosts,
+)
 from deploykit.lab.layout import LAB_RANGE, Layout, Server, plan_layout
 from deploykit.lab.machine import Machine, network_unit
 from deploykit.lab.preflight import check_machine
 from deploykit.lab.proc import run
+from deploykit.lab.processes import Process, processes_with_argument, read_processes, wait_until_gone
 from deploykit.lab.ssh import port_open, ssh_argv
 from deploykit.lab.state import LabState, Partition, existing_labs, lab_dir, load_state, remove_state
 
@@ -49,6 +60,13 @@ class ServerStatus:
     state: str  # running | stopped | missing
     partitioned: bool
     memory_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class WipedServer:
+    name: str
+    address: str
+    host_key: str  # the new host key's SHA256 fingerprint
 
 
 class Lab:
@@ -199,12 +217,20 @@ class Lab:
         for m in machines:
             m.write_file("etc/hosts", text)
 
+    def _known_hosts_line(self, m: Machine) -> str:
+        return known_hosts_line(str(m.server.address), m.server.name, self.state.ssh_port, m.host_public_key())
+
     def _write_known_hosts(self, machines: Sequence[Machine]) -> None:
-        lines = []
-        for m in machines:
-            key = (m.root / "etc/ssh/ssh_host_ed25519_key.pub").read_text()
-            lines.append(known_hosts_line(str(m.server.address), m.server.name, self.state.ssh_port, key))
-        write_known_hosts(self.state.known_hosts, lines)
+        write_known_hosts(self.state.known_hosts, [self._known_hosts_line(m) for m in machines])
+
+    def _replace_known_hosts(self, machines: Sequence[Machine]) -> None:
+        """Give these servers their current host keys in known_hosts; every other line stays."""
+        path = self.state.known_hosts
+        if not path.is_file():  # removed by hand: write it whole, as `up` does
+            self._write_known_hosts([m for m in self.machines() if m.is_created()])
+            return
+        current = path.read_text().splitlines()
+        write_known_hosts(path, replace_known_hosts_lines(current, [self._known_hosts_line(m) for m in machines]))
 
     def _drop_removed(self, previous: LabState, progress: Progress) -> None:
         """Remove the servers and segments of an earlier lab that the inventory no longer has."""
@@ -286,6 +312,47 @@ class Lab:
             m.mount(self.state.base)
         self._boot(machines, progress or Progress())
 
+    def wipe(self, names: Sequence[str], progress: Progress | None = None) -> list[WipedServer]:
+        """Replace the named servers' disks, as a provider replaces a broken server: same name and address,
+        an empty disk (the lab's base as `up` first made the server: bare or preinstalled, no config, no data),
+        a new host key (known_hosts updated); return when they answer SSH. Partitions over them stay."""
+        progress = progress or Progress()
+        machines = self.machines(list(dict.fromkeys(names)))  # an unknown name: refused before anything changes
+        check_machine(install=False)
+        for m in machines:
+            if not m.is_created():
+                raise LabError(f"{m.server.name} was never created: run `deploykit lab up {self.state.inventory}`")
+        for needed in (self.state.base, self.state.repo):
+            if needed is not None and not needed.is_dir():
+                raise LabError(
+                    f"{needed} is gone (lab down --purge?): cannot make new disks for "
+                    f"{', '.join(m.server.name for m in machines)}; `deploykit lab down` then `up`"
+                )
+        public_key = ensure_client_key(self.state.identity_file)
+        progress.step(f"stopping {len(machines)} server(s) and removing their disks")
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            killed = [p for batch in pool.map(lambda m: m.remove(), machines) for p in batch]
+        self._wait_until_reaped(killed, [m.root for m in machines])
+        progress.step(f"new disk and host key for {len(machines)} server(s)")
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(lambda m: self._create(m, public_key), machines))
+        self._write_hosts_files(machines)
+        self._replace_known_hosts(machines)
+        self._boot(machines, progress)
+        return [WipedServer(m.server.name, str(m.server.address), fingerprint(m.host_public_key())) for m in machines]
+
+    def _wait_until_reaped(self, killed: Sequence[Process], roots: Sequence[Path]) -> None:
+        """Return once no process of these servers is left on the machine: none killed is still in the process
+        table (zombies waiting for PID 1 included) and no process runs a server's nspawn outside its cgroup
+        (e.g. a supervisor's restart caught between its fork and entering the cgroup: killed here)."""
+        strays = processes_with_argument(f"--directory={root}" for root in roots)
+        for p in strays:
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_until_gone([*killed, *strays], read_processes, what=f"lab {self.name}")
+
     def partition(self, target: str, *, keep_controller: bool = True) -> tuple[str, ...]:
         """Cut a server, site or provider off the rest of the lab (it keeps talking within itself)."""
         check_machine(install=False)
@@ -346,16 +413,26 @@ class Lab:
         others = [st for n in existing_labs() if n != self.name and (st := load_state(n)) is not None]
         foreign_servers = {s.name for st in others for s in st.layout.servers}
         foreign_bridges = {seg.bridge for st in others for seg in st.layout.segments}
+        machines = self.machines()
+        machines += [  # servers no longer in the layout
+            Machine(self.name, _orphan_server(d.name, self.layout), d)
+            for d in sorted((lab_dir(self.name) / "servers").glob("*"))
+            if d.name not in self.layout.names
+        ]
         with ThreadPoolExecutor(max_workers=16) as pool:
-            list(pool.map(lambda m: m.remove(veth=m.server.name not in foreign_servers), self.machines()))
-        for leftover in sorted((lab_dir(self.name) / "servers").glob("*")):  # servers no longer in the layout
-            Machine(self.name, _orphan_server(leftover.name, self.layout), leftover).remove()
+            killed = [
+                p for batch in pool.map(lambda m: m.remove(veth=m.server.name not in foreign_servers), machines)
+                for p in batch
+            ]  # fmt: skip
         progress.step("removing network segments and rules")
         network.remove_rules(self.name)
         last = set(existing_labs()) <= {self.name}
         network.remove_segments([s for s in self.layout.segments if s.bridge not in foreign_bridges], last_lab=last)
         if last:
             network.restore_sysctls()
+        # Until reaped, the killed supervisors and nspawns are still listed (by ps, pgrep): a script's next
+        # `lab up` would race them. The state file stays until then, so a `down` that fails here can be rerun.
+        self._wait_until_reaped(killed, [m.root for m in machines])
         run_rm = lab_dir(self.name) / "servers"
         if run_rm.is_dir():
             run_rm.rmdir()

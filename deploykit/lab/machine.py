@@ -17,6 +17,7 @@ from pathlib import Path
 from deploykit.errors import LabError
 from deploykit.lab.layout import Server
 from deploykit.lab.proc import run
+from deploykit.lab.processes import Process, read_processes
 
 PROPAGATE_ROOT = Path("/run/systemd/nspawn/propagate")
 
@@ -106,6 +107,10 @@ class Machine:
 
     def mark_ready(self) -> None:
         self.ready_marker.write_text("")
+
+    def host_public_key(self) -> str:
+        """The server's SSH host key, read from its own disk (the overlay's upper layer: mounted or not)."""
+        return (self.upper / "etc/ssh/ssh_host_ed25519_key.pub").read_text()
 
     # processes ------------------------------------------------------------------------------------------
     def pids(self) -> list[int]:
@@ -214,14 +219,26 @@ class Machine:
             time.sleep(0.01)
         return True
 
-    def stop(self) -> None:
-        """Kill the server and everything of it (supervisor, nspawn), and wait until all is gone."""
+    def processes(self) -> list[Process]:
+        """The server's processes now: its supervisor and everything in its cgroup."""
+        supervisor = self.supervisor_pid()
+        return read_processes([*([supervisor] if supervisor is not None else []), *self.pids()])
+
+    def stop(self) -> list[Process]:
+        """Kill the server and everything of it (supervisor, nspawn), and wait until its cgroup is empty.
+
+        Returns every process killed: a killed process stays in the process table (a zombie) until its parent
+        reaps it, and the supervisor's and nspawn's parent is PID 1; callers wait for that once for all the
+        servers they stop (`Lab._wait_until_reaped`)."""
+        seen = {p.key: p for p in self.processes()}
         supervisor = self.supervisor_pid()
         if supervisor is not None:
             os.kill(supervisor, signal.SIGKILL)  # no restart after the kill below
         self.kill()
         deadline = time.monotonic() + 10
         while (left := self.pids()) and time.monotonic() < deadline:
+            for p in read_processes(left):
+                seen.setdefault(p.key, p)
             for pid in left:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -230,11 +247,13 @@ class Machine:
             time.sleep(0.05)
         if self.pids():
             raise LabError(f"{self.server.name}: processes left in {self.cgroups[0]} after SIGKILL")
+        return list(seen.values())
 
-    def remove(self, *, veth: bool = True) -> None:
+    def remove(self, *, veth: bool = True) -> list[Process]:
         """Stop the server and remove its mount, cgroups and files (and its stale host-side veth, unless
-        `veth` is False: another lab's server of the same name owns that link)."""
-        self.stop()
+        `veth` is False: another lab's server of the same name owns that link). Returns the processes killed
+        (see `stop`)."""
+        killed = self.stop()
         if self.is_mounted():
             run(["umount", str(self.root)])
         if self.is_mounted():
@@ -245,6 +264,7 @@ class Machine:
         if veth:
             self.clear_stale_veth()
         run(["rm", "-rf", "--one-file-system", str(self.directory)])
+        return killed
 
     def memory_bytes(self) -> int | None:
         """Memory the server uses on the machine (its memory cgroup, less reclaimable page cache)."""

@@ -1,14 +1,23 @@
-"""Issue 12 (its etcd part) end to end: grow the etcd cluster from 3 to 5 members and shrink it back, under a
-steady write load through the VIPs, through the members API: every apply exits 0, etcd lists exactly the
-inventory's members and is healthy, no running member is restarted, and the Patroni leader does not move.
+"""Issue 12 end to end, under a steady write load through the VIPs the whole time:
 
+- grow lab.yml (9 hosts) by two data hosts and a web host to 12 hosts with 5 etcd members, 5 db hosts and 5
+  cache hosts; then shrink back (the leaving hosts' roles retired first, `roles: []`, then the hosts removed);
+  then wipe one data host (new disk, new host key) and replace it with one apply. After each apply: it exited
+  0, etcd lists exactly the inventory's members and is healthy, every Patroni replica streams (numeric lag),
+  the sentinels agree on one master, and no running etcd member was restarted by a membership change.
+- kill the Patroni leader's and the Redis master's servers, start them again: the next plan moves no leader
+  (no change at all for db and cache), and the apply keeps the current leader and master.
+
+No acknowledged post is lost (each is read back); failed requests are counted and printed (target 0).
 Runs after test_stack_dns and before test_stack_mesh (same lab session; reuses the applied stack).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -16,16 +25,21 @@ import pytest
 from deploykit.inventory import load_inventory
 from deploykit.lab.lab import Lab
 from tests.e2e.conftest import LAB_INVENTORY, deploykit, grown_inventory
-from tests.e2e.test_stack_web import VIP, Loop, https, https_url, stack  # noqa: F401 (the fixture, shared)
+from tests.e2e.test_stack_web import VIP, https, https_url, stack  # noqa: F401 (the fixture, shared)
 
 pytestmark = pytest.mark.e2e
 
 INV = load_inventory(LAB_INVENTORY)
-OLD = [h.name for h in INV.with_role("etcd")]
-NEW = ["fra1-etcd-1", "rbx1-etcd-1"]
-ENTRIES = ("  fra1-etcd-1:    {address: 10.77.1.41, site: fra1, roles: [etcd]}",
-           "  rbx1-etcd-1:    {address: 10.77.2.41, site: rbx1, roles: [etcd]}")
+DATA = [h.name for h in INV.with_role("db")]
+NEW_DATA = ["fra1-data-2", "rbx1-data-2"]
+NEW = [*NEW_DATA, "fra1-web-3"]
+ENTRIES = ("  fra1-data-2:    {address: 10.77.1.22, site: fra1, roles: [db, etcd, cache]}",
+           "  rbx1-data-2:    {address: 10.77.2.22, site: rbx1, roles: [db, etcd, cache]}",
+           "  fra1-web-3:     {address: 10.77.1.13, site: fra1, roles: [app, worker]}")
+MESH_NAMES: dict[str, str] = {str(h.mesh_address): h.name for h in INV.hosts}  # and the grown hosts, once read
 ETCDCTL = "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=5s"
+PATRONICTL = "patronictl -c /etc/patroni/config.yml"
+SENTINEL = 'REDISCLI_AUTH="$(cat /etc/redis/deploykit.auth)" redis-cli --no-auth-warning -p 26379'
 
 
 def ok(lab: Lab, host: str, cmd: str, timeout: float = 30) -> str:
@@ -34,7 +48,49 @@ def ok(lab: Lab, host: str, cmd: str, timeout: float = 30) -> str:
     return r.stdout
 
 
-def members(lab: Lab, via: str) -> dict[str, bool]:
+@dataclass
+class Writer:
+    """Posts every `every` seconds through one site's VIP; keeps the id of every acknowledged post."""
+
+    site: str
+    every: float = 0.05
+    acked: list[int] = field(default_factory=list)
+    failed: list[tuple[float, int]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> Writer:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        body = {"author": "e2e-grower", "text": "while hosts come and go"}
+        while not self._stop.is_set():
+            code, answer = https("POST", https_url(VIP[self.site], "/api/posts"), body, timeout=5)
+            if code == 201 and isinstance(answer, dict):
+                self.acked.append(int(answer["id"]))
+            else:
+                self.failed.append((time.monotonic(), code))
+            time.sleep(self.every)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def lost(self) -> list[int]:
+        """Acknowledged posts that are not there (404 through another site; an error is asked again)."""
+        out = []
+        for pid in self.acked:
+            deadline = time.monotonic() + 30
+            while (code := https("GET", https_url(VIP["ams1"], f"/api/posts/{pid}"))[0]) not in (200, 404):
+                assert time.monotonic() < deadline, f"post {pid}: no answer ({code})"
+                time.sleep(0.5)
+            if code == 404:
+                out.append(pid)
+        return out
+
+
+def etcd_members(lab: Lab, via: str) -> dict[str, bool]:
     """Member name -> is a learner, as the cluster lists them."""
     data = json.loads(ok(lab, via, f"{ETCDCTL} member list -w json"))
     return {str(m.get("name", "")): bool(m.get("isLearner")) for m in data["members"]}
@@ -44,43 +100,142 @@ def etcd_pids(lab: Lab, hosts: list[str]) -> dict[str, str]:
     return {h: ok(lab, h, "systemctl show -p MainPID --value etcd").strip() for h in hosts}
 
 
-def patroni_leader(lab: Lab) -> str:
-    for m in json.loads(ok(lab, OLD[0], "patronictl -c /etc/patroni/config.yml list -f json")):
-        if m.get("Role") == "Leader":
-            return str(m["Member"])
-    raise AssertionError("no Patroni leader")
+def patroni(lab: Lab, via: str) -> list[dict]:
+    return list(json.loads(ok(lab, via, f"{PATRONICTL} list -f json")))
 
 
-def test_etcd_grows_to_five_members_and_back_without_restarting_one(stack: Lab, tmp_path: Path,  # noqa: F811
-                                                                    measure) -> None:
+def patroni_leader(lab: Lab, via: str) -> str:
+    return next(str(m["Member"]) for m in patroni(lab, via) if m.get("Role") == "Leader")
+
+
+def sentinel_master(lab: Lab, host: str) -> str:
+    return ok(lab, host, f"{SENTINEL} sentinel get-master-addr-by-name chirp-lab").split()[0]
+
+
+def redis_master(lab: Lab, hosts: list[str]) -> str:
+    """The host whose mesh address the sentinels name (they must agree)."""
+    answers = {h: sentinel_master(lab, h) for h in hosts}
+    assert len(set(answers.values())) == 1, f"the sentinels disagree: {answers}"
+    return MESH_NAMES[next(iter(answers.values()))]
+
+
+def check_cluster(lab: Lab, etcd: list[str], db: list[str], cache: list[str]) -> tuple[str, str]:
+    """Every cluster holds exactly these members and is healthy; returns (Patroni leader, Redis master)."""
+    deadline = time.monotonic() + 120
+    while True:  # a replica that just joined streams once its basebackup is done
+        members = patroni(lab, db[0])
+        replicas = [m for m in members if m.get("Role") != "Leader"]
+        streaming = all(m.get("State") == "streaming" and isinstance(m.get("Lag in MB"), int) for m in replicas)
+        if sorted(str(m["Member"]) for m in members) == sorted(db) and streaming:
+            break
+        assert time.monotonic() < deadline, f"Patroni lists {members}"
+        time.sleep(2)
+    listed = etcd_members(lab, etcd[0])
+    assert listed == {n: False for n in etcd}, f"etcd lists {listed}"  # every member votes, no learner left
+    ok(lab, etcd[0], f"{ETCDCTL} endpoint health --cluster")
+    deadline = time.monotonic() + 60
+    while True:  # sentinels rediscover each other after a reset within a few hello periods
+        counts = {h: int(ok(lab, h, f"{SENTINEL} sentinel sentinels chirp-lab | grep -cx ip || true").strip())
+                  for h in cache}
+        if all(c == len(cache) - 1 for c in counts.values()):
+            break
+        assert time.monotonic() < deadline, f"sentinels know other sentinels: {counts} (want {len(cache) - 1})"
+        time.sleep(2)
+    return patroni_leader(lab, db[0]), redis_master(lab, cache)
+
+
+def apply(inventory: Path) -> float:
+    t0 = time.monotonic()
+    r = deploykit("apply", str(inventory), "--yes", "--no-diff")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
+    return time.monotonic() - t0
+
+
+def test_grow_shrink_and_replace_hosts_of_every_data_tier_under_load(stack: Lab, tmp_path: Path,  # noqa: F811
+                                                                     measure) -> None:
     assert https("POST", https_url(VIP["fra1"], "/api/users"), {"name": "e2e-grower"})[0] in (201, 409)
-    pids, leader = etcd_pids(stack, OLD), patroni_leader(stack)
+    pids = etcd_pids(stack, DATA)
+    leader, master = check_cluster(stack, DATA, DATA, DATA)
     grown_path = grown_inventory(tmp_path, *ENTRIES)
-    grown = Lab.for_inventory(load_inventory(grown_path))
+    grown_inv = load_inventory(grown_path)
+    MESH_NAMES.update({str(h.mesh_address): h.name for h in grown_inv.hosts})
+    grown = Lab.for_inventory(grown_inv)
+    retiring = tmp_path / "lab-retiring.yml"
+    text = grown_path.read_text()
+    for entry in ENTRIES:
+        text = text.replace(entry, entry.split("roles:")[0] + "roles: []}")
+    retiring.write_text(text)
+    figures = []
     try:
         grown.up()
-        with Loop(https_url(VIP["rbx1"], "/api/posts"), every=0.05, method="POST",
-                  body={"author": "e2e-grower", "text": "while etcd grows"}) as writes:
-            t0 = time.monotonic()
-            r = deploykit("apply", str(grown_path), "--yes", "--no-diff")
-            took_grow = time.monotonic() - t0
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        listed = members(grown, "fra1-data-1")
-        assert listed == {n: False for n in [*OLD, *NEW]}, f"etcd lists {listed}"  # all voting, no learner
-        ok(grown, "fra1-etcd-1", f"{ETCDCTL} endpoint health --cluster")
-        assert etcd_pids(grown, OLD) == pids, "a running etcd member was restarted for the membership change"
-        assert patroni_leader(grown) == leader
-        assert ok(grown, "rbx1-etcd-1", "systemctl is-active etcd").strip() == "active"
-        failed_grow = [c for _, c in writes.results if c != 201]
+        with Writer("rbx1") as writes:
+            took = apply(grown_path)
+            figures.append(f"grow to 12 hosts {took:.1f} s")
+            after = check_cluster(grown, [*DATA, *NEW_DATA], [*DATA, *NEW_DATA], [*DATA, *NEW_DATA])
+            assert etcd_pids(grown, DATA) == pids, "a running etcd member was restarted for the membership change"
+            assert after == (leader, master), f"growing moved a leader: {(leader, master)} -> {after}"
+            ok(grown, "fra1-web-3", "curl -fsS -o /dev/null http://127.0.0.1:8000/healthz")
+
+            took = apply(retiring)
+            figures.append(f"retire their roles {took:.1f} s")
+            after = check_cluster(grown, DATA, DATA, DATA)
+            assert etcd_pids(grown, DATA) == pids, "a running etcd member was restarted by the shrink"
+            assert after == (leader, master), f"shrinking moved a leader: {(leader, master)} -> {after}"
+            for h in NEW_DATA:
+                for unit in ("etcd", "patroni", "redis-server", "redis-sentinel"):
+                    assert ok(grown, h, f"systemctl is-active {unit} || true").strip() != "active", (h, unit)
     finally:
         r_back = deploykit("apply", str(LAB_INVENTORY), "--yes", "--no-diff")
-        Lab.for_inventory(INV).up()  # then the servers go (a removed member is out of the cluster first)
+        Lab.for_inventory(INV).up()  # then the servers go
     assert r_back.returncode == 0, r_back.stdout[-3000:] + r_back.stderr[-3000:]
-    listed = members(stack, "fra1-data-1")
-    assert listed == {n: False for n in OLD}, f"etcd lists {listed} after the shrink"
-    ok(stack, "ams1-data-1", f"{ETCDCTL} endpoint health --cluster")
-    assert etcd_pids(stack, OLD) == pids, "a running etcd member was restarted by the shrink"
-    assert patroni_leader(stack) == leader
-    measure("grow etcd from 3 to 5 members (members API, learners promoted)",
-            f"apply {took_grow:.1f} s; {len(failed_grow)} of {len(writes.results)} writes failed meanwhile")
-    assert len(writes.results) > 50 and not failed_grow, f"writes failed while etcd grew: {failed_grow[:10]}"
+    grow_failed, grow_acked = list(writes.failed), len(writes.acked)
+    lost = writes.lost()
+
+    # Replace a data host that leads nothing: a new disk and host key, same name and address.
+    victim = next(h for h in DATA if h not in (leader, master))
+    with Writer("fra1") as replace:
+        r = deploykit("lab", "wipe", "--inventory", str(LAB_INVENTORY), victim, timeout=600)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        took = apply(LAB_INVENTORY)
+        figures.append(f"replace {victim} {took:.1f} s")
+        after = check_cluster(stack, DATA, DATA, DATA)
+    assert after == (leader, master), f"replacing {victim} moved a leader: {(leader, master)} -> {after}"
+    lost += replace.lost()
+    failed = grow_failed + replace.failed
+    measure("day two: grow 9 -> 12 hosts (5 etcd, 5 db, 5 cache), shrink back, replace a wiped data host",
+            "; ".join(figures) + f"; {grow_acked + len(replace.acked)} posts acknowledged, {len(lost)} lost, "
+            f"{len(failed)} failed requests {sorted({c for _, c in failed})}")
+    assert not lost, f"acknowledged posts lost: {lost[:20]}"
+    assert grow_acked > 100 and replace.acked
+    assert not failed, f"{len(failed)} requests failed (target 0): {failed[:10]}"
+
+
+def test_reapplying_after_failovers_moves_no_leader(stack: Lab, measure) -> None:  # noqa: F811
+    leader, master = check_cluster(stack, DATA, DATA, DATA)
+    victims = sorted({leader, master})
+    stack.kill(victims)
+    survivor = next(h for h in DATA if h not in victims)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            moved = (patroni_leader(stack, survivor), redis_master(stack, [h for h in DATA if h not in victims]))
+        except (AssertionError, StopIteration, KeyError):
+            moved = ("", "")
+        if moved[0] and moved[0] != leader and moved[1] and moved[1] != master:
+            break
+        assert time.monotonic() < deadline, f"no failover: {moved}"
+        time.sleep(1)
+    stack.start(victims)
+    new_leader, new_master = check_cluster(stack, DATA, DATA, DATA)
+    assert (new_leader, new_master) == moved
+    r = deploykit("plan", str(LAB_INVENTORY), "--json")
+    assert r.returncode in (0, 2), r.stdout[-3000:] + r.stderr[-3000:]  # 2: changes (none expected, but said)
+    plan = json.loads(r.stdout)
+    touched = {(name, role["role"]) for name, h in plan["hosts"].items() for role in h.get("roles", [])
+               if role["role"] in ("db", "cache", "etcd")}
+    assert not touched, f"the plan after failovers changes {sorted(touched)}"
+    apply(LAB_INVENTORY)
+    assert check_cluster(stack, DATA, DATA, DATA) == (new_leader, new_master)
+    measure("re-apply after a Patroni and a Redis failover",
+            f"leader {leader} -> {new_leader}, master {master} -> {new_master}; plan changes no db/cache/etcd role; "
+            "apply kept both")

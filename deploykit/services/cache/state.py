@@ -21,6 +21,7 @@ deploykit.conf. When deploykit.conf changes, its `after_change` therefore strips
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from deploykit.plan.desired import Directory, ManagedFile, RoleState, Unit, Wait
@@ -64,6 +65,11 @@ def seed_file(path: str, content: str, service: str) -> ManagedFile:
     return ManagedFile(path, content, mode="0640", owner="redis", group="redis", seed=True, notify=(service,))
 
 
+def sentinel_id(group: str, host: str) -> str:
+    """A sentinel's run id (40 hex digits), derived from the group and the host: stable across re-seeds."""
+    return hashlib.sha1(f"deploykit sentinel {group} {host}".encode()).hexdigest()
+
+
 def settings_record(cfg: CacheHostConfig) -> str:
     """What the running sentinels must hold (applied by sync_script when it changes)."""
     lines = [f"# Managed by deploykit: the Redis group {cfg.master_name}'s sentinel settings and members.",
@@ -86,6 +92,7 @@ def desired(cfg: CacheHostConfig) -> RoleState:
         "failover_timeout_ms": cfg.failover_timeout_ms,
         "parallel_syncs": cfg.parallel_syncs,
         "password": redis_password(cfg.password.reveal()),
+        "sentinel_id": sentinel_id(cfg.master_name, cfg.host),
     }
     files = (
         seed_file(REDIS_CONF, render("cache/redis.conf.j2", **ctx), "redis-server"),

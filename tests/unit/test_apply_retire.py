@@ -1,0 +1,148 @@
+"""Retiring a role a host no longer holds (issue 12): which roles are retired from what the probe saw, what a
+retirement does on the host, and where it goes in its phase (before the others, one at a time or in a group
+of its own), checked with the fake executor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fake_executor import FakeExecutor, online_plan
+
+from deploykit.apply.phases import desired_states
+from deploykit.apply.planner import with_retirements
+from deploykit.apply.runner import apply_plan, one_at_a_time_order
+from deploykit.execute.diff import RoleChanges
+from deploykit.execute.probe import HostFacts
+from deploykit.inventory import load_inventory
+from deploykit.plan import plan_placement
+from deploykit.secret import Secret
+from deploykit.services import SERVICES
+from deploykit.services.cache.sentinel import failover_script
+from deploykit.services.contract import ConfigContext
+from deploykit.services.db.membership import leave_script as db_leave
+from deploykit.services.etcd.membership import leave_script as etcd_leave
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = REPO / "inventories" / "lab.yml"
+DATA_UNITS = ("etcd", "patroni", "redis-server", "redis-sentinel", "pdns")
+
+
+def secret(name: str) -> Secret:
+    return Secret(name, "s3cr3t" + name.replace("-", ""))
+
+
+def retiring_lab(tmp_path: Path, host: str = "fra1-data-2") -> Path:
+    """lab.yml with a fourth data host whose roles were taken away (`roles: []`)."""
+    text = LAB.read_text().replace(
+        "  rbx1-web-[1:2]:", f"  {host}:    {{address: 10.77.1.22, site: fra1, roles: []}}\n  rbx1-web-[1:2]:", 1)
+    path = tmp_path / "lab.yml"
+    path.write_text(text)
+    return path
+
+
+def running(*units: str) -> HostFacts:
+    return HostFacts(units={u: ("enabled", "active") for u in units})
+
+
+def test_a_host_without_the_role_but_running_its_units_gets_the_retirement(tmp_path: Path) -> None:
+    inv = load_inventory(retiring_lab(tmp_path))
+    placement = plan_placement(inv)
+    ctx = ConfigContext(inv, placement, secret)
+    host = inv.host("fra1-data-2")
+    states = desired_states(inv, placement, secret, [host])["fra1-data-2"]
+    assert [s.role for s in states] == ["base", "mesh"]
+    out = with_retirements(ctx, host, states, running(*DATA_UNITS))
+    assert [s.role for s in out] == ["base", "mesh", "etcd", "db", "cache", "dns"]  # phase order
+    by_role = {s.role: s for s in out}
+    assert [(u.name, u.enabled, u.running) for u in by_role["cache"].services] == [
+        ("redis-sentinel", False, False), ("redis-server", False, False)]
+    assert by_role["cache"].prepare == failover_script(6379, 26379, "chirp-lab")
+    assert by_role["db"].prepare == db_leave("fra1-data-2", f"{host.mesh_address}:8008", 12)
+    assert by_role["etcd"].prepare == etcd_leave("fra1-data-2", "http://127.0.0.1:2379", "/var/lib/etcd/chirp-lab-etcd")
+    assert by_role["dns"].prepare is None
+    assert all(s.rollout_order == -1 and not s.files and not s.packages for s in out[2:])
+
+
+def test_nothing_is_retired_where_nothing_of_the_role_runs_or_is_enabled(tmp_path: Path) -> None:
+    inv = load_inventory(retiring_lab(tmp_path))
+    ctx = ConfigContext(inv, plan_placement(inv), secret)
+    host = inv.host("fra1-data-2")
+    states = desired_states(inv, ctx.placement, secret, [host])["fra1-data-2"]
+    assert with_retirements(ctx, host, states, HostFacts()) == states
+    stopped = HostFacts(units={u: ("disabled", "inactive") for u in DATA_UNITS})
+    assert with_retirements(ctx, host, states, stopped) == states
+    # enabled but stopped (e.g. a crashed member) is still retired: it would start again at the next boot
+    enabled = HostFacts(units={"patroni": ("enabled", "failed")})
+    assert [s.role for s in with_retirements(ctx, host, states, enabled)] == ["base", "mesh", "db"]
+
+
+def test_a_host_keeps_the_roles_it_holds(tmp_path: Path) -> None:
+    """A web host running Redis (say, by hand) keeps its own roles untouched and only loses cache."""
+    inv = load_inventory(retiring_lab(tmp_path))
+    ctx = ConfigContext(inv, plan_placement(inv), secret)
+    host = inv.host("fra1-web-1")
+    states = desired_states(inv, ctx.placement, secret, [host])["fra1-web-1"]
+    out = with_retirements(ctx, host, states, running("redis-server", "haproxy", "keepalived"))
+    assert [s.role for s in out] == [*(s.role for s in states[:2]), "cache", *(s.role for s in states[2:])]
+    assert out[2].services[1].name == "redis-server"
+
+
+def test_every_retire_unit_is_probed_on_hosts_without_the_role(tmp_path: Path) -> None:
+    from deploykit.apply.planner import _spec
+
+    inv = load_inventory(retiring_lab(tmp_path))
+    host = inv.host("fra1-web-1")
+    states = desired_states(inv, plan_placement(inv), secret, [host])["fra1-web-1"]
+    units = _spec(states, host, ensure_facts=False).units
+    for service in SERVICES:
+        if not service.runs_on(host):
+            assert set(service.retire_units) <= set(units), service.name
+
+
+def apply_with_retirement(tmp_path: Path) -> FakeExecutor:
+    inv = load_inventory(retiring_lab(tmp_path))
+    placement = plan_placement(inv)
+    ctx = ConfigContext(inv, placement, secret)
+    states = desired_states(inv, placement, secret)
+    facts = {h: HostFacts() for h in states}
+    facts["fra1-data-2"] = running(*DATA_UNITS)
+    states["fra1-data-2"] = with_retirements(ctx, inv.host("fra1-data-2"), states["fra1-data-2"],
+                                             facts["fra1-data-2"])
+    fake = FakeExecutor()
+    apply_plan(online_plan(inv, states, facts=facts), fake, placement, on_phase=fake.on_phase)
+    return fake
+
+
+def test_a_retiring_host_goes_first_in_its_phase_alone(tmp_path: Path) -> None:
+    fake = apply_with_retirement(tmp_path)
+    data = ["ams1-data-1", "fra1-data-1", "rbx1-data-1"]
+    # parallel phases: the retiring host in a group of its own, before the others
+    assert [c.hosts for c in fake.in_phase("etcd")] == [["fra1-data-2"], data]
+    assert [c.hosts for c in fake.in_phase("db")] == [["fra1-data-2"], data]
+    # one at a time: the retiring host first
+    assert [c.hosts for c in fake.in_phase("cache")] == [["fra1-data-2"], *([h] for h in data)]
+    (retire,) = [c for c in fake.in_phase("cache") if c.hosts == ["fra1-data-2"]]
+    assert retire.descriptions("fra1-data-2") == ["prepare cache", "disable redis-sentinel", "stop redis-sentinel",
+                                                  "disable redis-server", "stop redis-server"]
+
+
+def test_a_failed_retirement_holds_the_rest_of_the_phase(tmp_path: Path) -> None:
+    inv = load_inventory(retiring_lab(tmp_path))
+    placement = plan_placement(inv)
+    ctx = ConfigContext(inv, placement, secret)
+    states = desired_states(inv, placement, secret)
+    facts = {h: HostFacts() for h in states}
+    facts["fra1-data-2"] = running(*DATA_UNITS)
+    states["fra1-data-2"] = with_retirements(ctx, inv.host("fra1-data-2"), states["fra1-data-2"],
+                                             facts["fra1-data-2"])
+    fake = FakeExecutor().fail("fra1-data-2", "prepare etcd", phase="etcd")
+    result = apply_plan(online_plan(inv, states, facts=facts), fake, placement, on_phase=fake.on_phase)
+    assert [c.hosts for c in fake.in_phase("etcd")] == [["fra1-data-2"]]
+    assert result.recap["ams1-data-1"].status == "skipped"
+    assert "fra1-data-2 failed first" in str(result.recap["ams1-data-1"].error)
+
+
+def test_one_at_a_time_order_is_rank_then_natural_name() -> None:
+    changes = {n: RoleChanges("cache", rollout_order=r) for n, r in
+               (("c-10", 0), ("c-2", 0), ("c-1", 1), ("old-1", -1), ("c-3", 0))}
+    assert one_at_a_time_order(changes) == ["old-1", "c-2", "c-3", "c-10", "c-1"]
