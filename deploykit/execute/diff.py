@@ -114,6 +114,9 @@ def _file_change(f: ManagedFile, facts: HostFacts, redact: Callable[[str], str])
     live = facts.files.get(f.path)
     if live is None:
         return FileChange(f, "create", _unified(f.path, "", f.content, redact))
+    if f.seed and not _seeded(live.content, f.content):
+        old = live.content.decode("utf-8", "replace")  # the package's default, never seeded by deploykit
+        return FileChange(f, "update", _unified(f.path, old, f.content, redact))
     if not f.seed and live.content != f.content.encode():
         old = live.content.decode("utf-8", "replace")
         return FileChange(f, "update", _unified(f.path, old, f.content, redact))
@@ -121,6 +124,13 @@ def _file_change(f: ManagedFile, facts: HostFacts, redact: Callable[[str], str])
         return FileChange(f, "metadata", f"{f.path}: mode/owner {oct(live.mode)[2:]} {live.owner}:{live.group} "
                                          f"-> {f.mode} {f.owner}:{f.group}")
     return None
+
+
+def _seeded(live: bytes, seed: str) -> bool:
+    """Whether a live seed file is one deploykit wrote: it still holds the seed's first line (Redis and Sentinel
+    keep comments when they rewrite their files), which a package's default file does not."""
+    first = seed.split("\n", 1)[0].encode()
+    return bool(first) and first in live.split(b"\n")
 
 
 def _unified(path: str, old: str, new: str, redact: Callable[[str], str]) -> str:

@@ -21,7 +21,8 @@ class ManagedFile:
     # file's path (e.g. "haproxy -c -f {path}"). A failing check leaves the live file untouched.
     validate: str | None = None
     # Seed files are rewritten at run time by their service (Redis, Sentinel): deploykit writes one only
-    # when it is absent (a new or wiped host), never to undo the service's own edits (e.g. a failover's new
+    # when it is absent (a new or wiped host) or is not one it wrote (a package's default: it lacks the seed's
+    # first line, which the service keeps), never to undo the service's own edits (e.g. a failover's new
     # `replicaof`). Later changes of what it holds reach the running service through its own commands.
     seed: bool = False
     # Units to restart (or reload, see Unit.reload) when this file changes.

@@ -80,16 +80,21 @@ def test_service_that_must_not_run_is_stopped_and_disabled():
     assert diff_host("h", [state], f, ident).roles[0].services[0].actions == ("disable", "stop")
 
 
-def test_seed_file_is_written_only_when_absent_whatever_it_holds():
-    seed = ManagedFile("/etc/redis/sentinel.conf", "sentinel monitor m 10.0.0.1 6379 2\n", seed=True)
+def test_seed_file_is_written_only_when_absent_or_not_seeded_by_deploykit():
+    seed = ManagedFile("/etc/redis/sentinel.conf", "# Seeded by deploykit\nsentinel monitor m 10.0.0.1 6379 2\n",
+                       seed=True)
     state = RoleState("cache", files=(seed,))
-    rewritten = b"sentinel monitor m 10.0.0.2 6379 2\nsentinel known-replica m 10.0.0.1 6379\n"
+    rewritten = b"# Seeded by deploykit\nsentinel monitor m 10.0.0.2 6379 2\nsentinel known-replica m 10.0.0.1 6379\n"
     f = HostFacts(files={seed.path: FileFact(0o644, "root", "root", rewritten)})
     assert not diff_host("h", [state], f, ident).changed
     # a new seed (the inventory or the master changed) does not replace what the service owns
-    newer = RoleState("cache", files=(ManagedFile(seed.path, "sentinel monitor m 10.0.0.3 6379 3\n", seed=True),))
+    newer_seed = "# Seeded by deploykit\nsentinel monitor m 10.0.0.3 6379 3\n"
+    newer = RoleState("cache", files=(ManagedFile(seed.path, newer_seed, seed=True),))
     assert not diff_host("h", [newer], f, ident).changed
-    # ... but an absent one (a new or wiped host) is written
+    # ... but the package's default (no seed header) is replaced
+    f.files[seed.path] = FileFact(0o644, "root", "root", b"# Debian's default\nport 26379\n")
+    assert [c.action for c in diff_host("h", [state], f, ident).roles[0].files] == ["update"]
+    # ... and an absent one (a new or wiped host) is written
     f.files[seed.path] = None
     assert [c.action for c in diff_host("h", [state], f, ident).roles[0].files] == ["create"]
     # ... and its mode is still kept
