@@ -39,6 +39,8 @@ ENTRIES = ("  fra1-data-2:    {address: 10.77.1.22, site: fra1, roles: [db, etcd
 MESH_NAMES: dict[str, str] = {str(h.mesh_address): h.name for h in INV.hosts}  # and the grown hosts, once read
 ETCDCTL = "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379 --command-timeout=5s"
 PATRONICTL = "patronictl -c /etc/patroni/config.yml"
+STREAMING = ("runuser -u postgres -- psql -XAt -c \"select application_name from pg_stat_replication "
+             "where state = 'streaming'\"")
 SENTINEL = 'REDISCLI_AUTH="$(cat /etc/redis/deploykit.auth)" redis-cli --no-auth-warning -p 26379'
 
 
@@ -124,11 +126,15 @@ def check_cluster(lab: Lab, etcd: list[str], db: list[str], cache: list[str]) ->
     deadline = time.monotonic() + 120
     while True:  # a replica that just joined streams once its basebackup is done
         members = patroni(lab, db[0])
-        replicas = [m for m in members if m.get("Role") != "Leader"]
-        streaming = all(m.get("State") == "streaming" and isinstance(m.get("Lag in MB"), int) for m in replicas)
-        if sorted(str(m["Member"]) for m in members) == sorted(db) and streaming:
+        leader = next((str(m["Member"]) for m in members if m.get("Role") == "Leader"), None)
+        replicas = {str(m["Member"]): m for m in members if m.get("Role") != "Leader"}
+        # Patroni 3.0 says "running" (the "streaming" state came in 3.0.4): the leader's pg_stat_replication
+        # says whether each replica streams
+        streams = set(ok(lab, leader, STREAMING).split()) if leader else set()
+        numeric = all(isinstance(m.get("Lag in MB"), int) for m in replicas.values())
+        if sorted(str(m["Member"]) for m in members) == sorted(db) and numeric and streams == set(replicas):
             break
-        assert time.monotonic() < deadline, f"Patroni lists {members}"
+        assert time.monotonic() < deadline, f"Patroni lists {members}; streaming to the leader: {streams}"
         time.sleep(2)
     listed = etcd_members(lab, etcd[0])
     assert listed == {n: False for n in etcd}, f"etcd lists {listed}"  # every member votes, no learner left
