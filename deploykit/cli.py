@@ -200,6 +200,19 @@ def secrets_get(inventory: Path, name: str) -> None:
     click.echo(SecretStore(load_inventory(inventory), create_key=False).existing(name).reveal())
 
 
+@secrets.command("rotate")
+@click.argument("inventory", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("names", nargs=-1)
+@click.option("--yes", "-y", is_flag=True, help="Rotate and apply without asking for confirmation.")
+@click.option("--no-diff", is_flag=True, help="List changed files without their diffs.")
+def secrets_rotate(inventory: Path, names: tuple[str, ...], yes: bool, no_diff: bool) -> None:
+    """Make new values for NAMES (default: every rotatable secret) and apply them on every host, inside the
+    services too (PostgreSQL roles, Redis ACL), keeping the app serving; then stop accepting the old ones."""
+    from deploykit.apply.rotation import rotate_secrets
+
+    raise SystemExit(rotate_secrets(inventory, names, out, err, yes=yes, show_diffs=not no_diff))
+
+
 @secrets.command("ca")
 @click.argument("inventory", type=click.Path(dir_okay=False, path_type=Path))
 def secrets_ca(inventory: Path) -> None:

@@ -8,6 +8,10 @@ Most secrets are random passwords, generated on first use. A secret of another k
 certificate) is made by the service that owns it, which registers a `SecretMaker` for its names: asked for
 that secret, the store hands the maker the stored value, and keeps what it returns (the same value while it is
 still good: a second plan changes nothing; a new one when it must be renewed, stored before it is used).
+
+Rotation (`deploykit secrets rotate`): `rotate` makes new values and keeps each old one as the secret's
+*previous* value until `finish_rotation`; meanwhile services that can accept two values (Redis's ACL) accept
+both, so clients switch over one at a time (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -103,7 +107,7 @@ class SecretStore:
             raise SecretsError(f"the secrets key {self.key_file} is inside the inventory directory "
                                f"{inv.directory}; keep it elsewhere (set DEPLOYKIT_KEY_FILE)")
         self._fernet = Fernet(self._load_key(create_key))
-        self._values: dict[str, str] = self._read()
+        self._values, self._previous = self._read()
         self._checked: dict[str, str] = {}  # made secrets whose maker kept them in this run
         self._lock_depth = 0
 
@@ -127,16 +131,18 @@ class SecretStore:
             f.write(key + b"\n")
         return key
 
-    def _read(self) -> dict[str, str]:
+    def _read(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(current values, previous values of a rotation under way)."""
         if not self.path.exists():
-            return {}
+            return {}, {}
         try:
             data = json.loads(self._fernet.decrypt(self.path.read_bytes().strip()))
         except InvalidToken as exc:
             raise SecretsError(f"{self.path} cannot be decrypted with {self.key_file}: wrong key or a "
                                "damaged file") from exc
         values = data.get("secrets", {}) if isinstance(data, dict) else {}
-        return {str(k): str(v) for k, v in values.items()}
+        previous = data.get("previous", {}) if isinstance(data, dict) else {}
+        return {str(k): str(v) for k, v in values.items()}, {str(k): str(v) for k, v in previous.items()}
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -159,7 +165,10 @@ class SecretStore:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def _write(self) -> None:
-        token = self._fernet.encrypt(json.dumps({"version": 1, "secrets": self._values}, sort_keys=True).encode())
+        data: dict[str, object] = {"version": 1, "secrets": self._values}
+        if self._previous:
+            data["previous"] = self._previous
+        token = self._fernet.encrypt(json.dumps(data, sort_keys=True).encode())
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_bytes(token + b"\n")
         os.replace(tmp, self.path)
@@ -171,7 +180,7 @@ class SecretStore:
             return self._made(name, maker)
         if name not in self._values:
             with self._locked():
-                self._values.update({k: v for k, v in self._read().items() if k not in self._values})
+                self._values.update({k: v for k, v in self._read()[0].items() if k not in self._values})
                 if name not in self._values:
                     self._values[name] = "".join(pysecrets.choice(ALPHABET) for _ in range(LENGTH))
                     self._write()
@@ -184,7 +193,7 @@ class SecretStore:
         value = maker.make(self, name, current)
         if value != current:
             with self._locked():
-                stored = self._read()
+                stored = self._read()[0]
                 self._values.update({k: v for k, v in stored.items() if k not in self._values})
                 theirs = stored.get(name)
                 if theirs is not None and theirs != current:  # another run made it meanwhile: judge theirs
@@ -204,9 +213,40 @@ class SecretStore:
     def names(self) -> list[str]:
         return sorted(self._values)
 
+    def previous(self, name: str) -> Secret | None:
+        """The value `name` had before a rotation that is not finished yet (None: no rotation of it)."""
+        value = self._previous.get(name)
+        return None if value is None else Secret(name, value)
+
+    def rotating(self) -> list[str]:
+        """The secrets of a rotation under way (rotated, not finished)."""
+        return sorted(self._previous)
+
+    def rotate(self, names: list[str]) -> None:
+        """New values for `names` (each made as on first use), the old ones kept as previous values; stored at
+        once. A secret already rotating keeps its oldest previous value (what the hosts may still hold)."""
+        with self._locked():
+            self._values, self._previous = self._read()
+            for name in names:
+                old = self._values.pop(name, None)
+                self._checked.pop(name, None)
+                if old is not None:
+                    self._previous.setdefault(name, old)
+            self._write()
+        for name in names:
+            self.get(name)
+
+    def finish_rotation(self) -> None:
+        """Forget the previous values: from now on only the new ones are accepted anywhere."""
+        with self._locked():
+            self._values, _ = self._read()
+            self._previous = {}
+            self._write()
+
     def redactor(self) -> Redactor:
-        """Every stored value but the public ones (certificates), and any PEM private key."""
-        return Redactor(Secret(k, v) for k, v in self._values.items() if not _public(k))
+        """Every stored value (previous ones too) but the public ones (certificates), and any PEM private key."""
+        values = [*self._values.items(), *self._previous.items()]
+        return Redactor(Secret(k, v) for k, v in values if not _public(k))
 
 
 def _public(name: str) -> bool:

@@ -19,10 +19,11 @@ from deploykit.services.contract import ConfigContext, Service
 def desired_states(inv: Inventory, placement: Placement, secret: Callable[[str], Secret],
                    hosts: list[Host] | None = None, phases: tuple[str, ...] | None = None,
                    services: tuple[Service, ...] = SERVICES,
-                   facts: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, list[RoleState]]:
+                   facts: Mapping[str, Mapping[str, str]] | None = None,
+                   previous: Callable[[str], Secret | None] | None = None) -> dict[str, list[RoleState]]:
     """Host name -> its RoleStates in phase order (each named after its service); `facts`: the host facts
-    known (`ConfigContext.facts`)."""
-    ctx = ConfigContext(inv, placement, secret, services, facts or {})
+    known (`ConfigContext.facts`); `previous`: the secrets' values before an unfinished rotation."""
+    ctx = ConfigContext(inv, placement, secret, services, facts or {}, previous or (lambda name: None))
     chosen = [s for s in services if phases is None or s.name in phases]
     out: dict[str, list[RoleState]] = {}
     for host in hosts if hosts is not None else inv.hosts:

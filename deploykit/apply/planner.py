@@ -63,7 +63,7 @@ def make_plan(inv: Inventory, placement: Placement, store: SecretStore, hosts: l
     """
     keep = stored_facts()
     stored = load_facts(inv)
-    states = desired_states(inv, placement, store.get, hosts, facts=stored)
+    states = desired_states(inv, placement, store.get, hosts, facts=stored, previous=store.previous)
     plan = OnlinePlan(inv, inventory_sha256(inv), limit=limit)
     session = executor.connect(hosts, accept_new_host_keys=accept_new_host_keys, progress=on_connect)
     plan.unreachable = dict(session.unreachable)
@@ -80,7 +80,7 @@ def make_plan(inv: Inventory, placement: Placement, store: SecretStore, hosts: l
         hf.facts = {k: v for k, v in hf.facts.items() if k in keep}
     _with_facts(inv, placement, store, [h for h in hosts if h.name in probed], states, known)
     redact = store.redactor()
-    ctx = ConfigContext(inv, placement, store.get, SERVICES, known)
+    ctx = ConfigContext(inv, placement, store.get, SERVICES, known, store.previous)
     for h in hosts:
         if h.name in probed:
             states[h.name] = with_retirements(ctx, h, states[h.name], probed[h.name])
@@ -124,7 +124,7 @@ def _with_facts(inv: Inventory, placement: Placement, store: SecretStore, hosts:
     readers = tuple(s.name for s in SERVICES if s.host_facts)
     if not readers or not hosts:
         return
-    again = desired_states(inv, placement, store.get, hosts, phases=readers, facts=known)
+    again = desired_states(inv, placement, store.get, hosts, phases=readers, facts=known, previous=store.previous)
     for name, fresh in again.items():
         by_role = {s.role: s for s in fresh}
         states[name] = [by_role.get(s.role, s) for s in states[name]]

@@ -162,6 +162,9 @@ class ConfigContext:
     # Host name -> fact name -> value (`Service.host_facts`); empty in an offline plan and for hosts never
     # read: a service's config must work without (e.g. leave a peer whose key is unknown out, and say so).
     facts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # A secret's value before a rotation that is not finished (None: none): a service that can accept two
+    # values at once (Redis's ACL) accepts this one too, while its clients switch to `secret(name)`.
+    previous: Callable[[str], Secret | None] = field(default=lambda name: None)
     _memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def fact(self, host: str, name: str) -> str | None:

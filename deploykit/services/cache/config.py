@@ -19,7 +19,7 @@ from ipaddress import IPv4Address
 from deploykit.inventory.model import Host
 from deploykit.secret import Secret
 from deploykit.services.cache.placement import cache_plan
-from deploykit.services.cache.sentinel import current_master
+from deploykit.services.cache.sentinel import current_master, password_hash
 from deploykit.services.contract import ConfigContext
 
 # The secret this service owns: requirepass/masterauth of every server, Sentinel's too; its clients read it.
@@ -47,7 +47,13 @@ class CacheHostConfig:
     down_after_ms: int
     failover_timeout_ms: int
     parallel_syncs: int
-    password: Secret  # requirepass + masterauth of every server, and Sentinel's own and auth-pass
+    password: Secret  # what every server and sentinel accepts, and uses to authenticate to the others
+    previous_password: Secret | None  # accepted too while a rotation is under way
+
+    @property
+    def password_hashes(self) -> tuple[str, ...]:
+        """SHA-256 of every password accepted (the new one first), as Redis's ACL takes them."""
+        return tuple(password_hash(p.reveal()) for p in (self.password, self.previous_password) if p is not None)
 
     @property
     def replicaof(self) -> IPv4Address | None:
@@ -84,4 +90,5 @@ def cache_config(ctx: ConfigContext, host: Host) -> CacheHostConfig:
         # One replica resyncs at a time, so the others keep serving reads during a failover.
         parallel_syncs=1,
         password=ctx.secret(CACHE_PASSWORD),
+        previous_password=ctx.previous(CACHE_PASSWORD),
     )

@@ -16,11 +16,21 @@ re-seeds toward the inventory's first cache host. Instead:
   the role, is preceded by a `SENTINEL FAILOVER` that moves the master to a replica (`failover_script`); the
   old master then restarts as a replica.
 
-Passwords never appear in a command line: redis-cli reads them from REDISCLI_AUTH, set from CLI_AUTH.
+- **Password rotation** (`deploykit secrets rotate`) in two applies. While it is under way, every server and
+  sentinel accepts the new and the previous password (ACL default user with both SHA-256 hashes, applied at
+  run time by `auth_script`), but the group still authenticates to itself with the previous one (masterauth,
+  Sentinel's auth-pass and sentinel-pass): a server not yet changed, the master last of all, would refuse the
+  new one, and sentinels that cannot log in to the master fail it over. Clients (the app, HAProxy's check)
+  switch to the new one in their later phases. The second apply, once the previous value is forgotten, makes
+  the group use the new password and then accept only it, the master last again.
+
+Passwords never appear in a command line: LOGIN (a script installed on the host) hands redis-cli whichever of
+the two password files the server takes, through REDISCLI_AUTH; ACL rules get SHA-256 hashes only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from collections import Counter
 from ipaddress import IPv4Address
@@ -30,7 +40,10 @@ from deploykit.services.contract import ConfigContext
 
 MASTER_FACT = "cache-master"
 SETTINGS_FILE = "/etc/deploykit/cache-sentinel"
-CLI_AUTH = "/etc/redis/deploykit.auth"
+CLI_AUTH = "/etc/redis/deploykit.auth"  # the password (0600 root)
+PREVIOUS_AUTH = "/etc/redis/deploykit.auth.previous"  # the one before an unfinished rotation (empty: none)
+AUTH_CONF = "/etc/redis/deploykit-auth.conf"  # the ACL and masterauth Redis starts with (included)
+LOGIN = "/usr/local/lib/deploykit/redis-cli-login"  # `LOGIN PORT ARGS...`: redis-cli with a password it takes
 SENTINEL_CONF = "/etc/redis/sentinel.conf"
 FAILOVER_TIMEOUT_S = 60
 RESET_TIMEOUT_S = 60
@@ -42,9 +55,53 @@ READ_MASTER = (
     f"p=$(awk '$1 == \"port\" {{print $2; exit}}' {SENTINEL_CONF}); "
     f"n=$(awk '$1 == \"sentinel\" && $2 == \"monitor\" {{print $3; exit}}' {SENTINEL_CONF}); "
     "[ -n \"$p\" ] && [ -n \"$n\" ] || exit 0; "
-    f"REDISCLI_AUTH=\"$(cat {CLI_AUTH} 2>/dev/null)\" timeout 5 redis-cli --no-auth-warning -h 127.0.0.1 -p \"$p\" "
-    "sentinel get-master-addr-by-name \"$n\" 2>/dev/null | head -n 1; true"
+    f"if [ -x {LOGIN} ]; then c={LOGIN}; else c=\"env REDISCLI_AUTH=$(cat {CLI_AUTH} 2>/dev/null) redis-cli "
+    "--no-auth-warning -h 127.0.0.1 -p\"; fi; "
+    "timeout 5 $c \"$p\" sentinel get-master-addr-by-name \"$n\" 2>/dev/null | head -n 1; true"
 )
+
+
+def password_hash(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def login_script() -> str:
+    """LOGIN: redis-cli against the local server or sentinel on port $1, logged in with the new password if
+    it takes it, else with the previous one (a rotation under way); fails saying so when it takes neither."""
+    return f"""#!/bin/sh
+# Managed by deploykit (service cache): redis-cli on 127.0.0.1:$1 with a password that server takes.
+port=$1; shift
+for f in {CLI_AUTH} {PREVIOUS_AUTH}; do
+  [ -s "$f" ] || continue
+  if REDISCLI_AUTH="$(cat "$f")" redis-cli --no-auth-warning -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -qx PONG
+  then
+    REDISCLI_AUTH="$(cat "$f")" exec redis-cli --no-auth-warning -h 127.0.0.1 -p "$port" "$@"
+  fi
+done
+echo "redis on port $port takes neither {CLI_AUTH} nor {PREVIOUS_AUTH}" >&2
+exit 1
+"""
+
+
+def using_password_file(rotating: bool) -> str:
+    """The file holding the password the group authenticates to itself with (see the module's docstring)."""
+    return PREVIOUS_AUTH if rotating else CLI_AUTH
+
+
+def acl_rule(hashes: tuple[str, ...]) -> str:
+    return "default on resetpass " + " ".join(f"'#{h}'" for h in hashes) + " '~*' '&*' '+@all'"
+
+
+def auth_script(port: int, hashes: tuple[str, ...]) -> str:
+    """Apply AUTH_CONF to the running server: the ACL accepts `hashes`; masterauth is the password the group
+    uses. Nothing when the server does not run (it reads the file when it starts)."""
+    r = f"{LOGIN} {port}"
+    using = using_password_file(len(hashes) > 1)
+    return f"""set -u
+systemctl is-active -q redis-server || exit 0
+{r} acl setuser {acl_rule(hashes)} | grep -qx OK || {{ echo "redis refused the new ACL" >&2; exit 1; }}
+printf '%s' "$(cat {using})" | {r} -x config set masterauth | grep -qx OK || exit 1
+"""
 
 
 def reported_master(value: str | None) -> IPv4Address | None:
@@ -66,14 +123,10 @@ def current_master(ctx: ConfigContext, members: tuple[str, ...], initial: str) -
     return min((n for n, v in votes.items() if v == top), key=natural_key), True
 
 
-def cli(port: int) -> str:
-    return f'REDISCLI_AUTH="$(cat {CLI_AUTH})" redis-cli --no-auth-warning -h 127.0.0.1 -p {port}'
-
-
 def failover_script(port: int, sentinel_port: int, master_name: str) -> str:
     """If the local Redis is the master and has a replica: ask the local sentinel for a failover and wait until
     this server is a replica. Otherwise nothing. Fails (stopping the rollout) when no failover happens."""
-    redis, sentinel = cli(port), cli(sentinel_port)
+    redis, sentinel = f"{LOGIN} {port}", f"{LOGIN} {sentinel_port}"
     name = shlex.quote(master_name)
     return f"""set -u
 info=$({redis} info replication 2>/dev/null) || exit 0
@@ -92,17 +145,21 @@ done
 
 
 def sync_script(sentinel_port: int, master_name: str, settings: tuple[tuple[str, str], ...],
-                members: tuple[IPv4Address, ...], quorum: int) -> str:
-    """Apply the settings to the running local sentinel (nothing when it does not run yet: its seed has them),
-    and reset it when it knows a server or sentinel outside `members`; then wait until it knows the master and
-    at least `quorum - 1` other sentinels."""
-    sentinel = cli(sentinel_port)
+                members: tuple[IPv4Address, ...], quorum: int, hashes: tuple[str, ...]) -> str:
+    """Apply the settings to the running local sentinel (nothing when it does not run yet: its seed has them):
+    the passwords it accepts (`hashes`) and uses, the tunables; reset it when it knows a server or sentinel
+    outside `members`; then wait until it knows the master and at least `quorum - 1` other sentinels."""
+    sentinel = f"{LOGIN} {sentinel_port}"
     name = shlex.quote(master_name)
     pairs = " ".join(f"{k} {shlex.quote(v)}" for k, v in settings)
     allowed = " ".join(str(a) for a in members)
     addresses = "awk 'prev == \"ip\" {print} {prev = $0}'"
+    using = using_password_file(len(hashes) > 1)
     return f"""set -u
 systemctl is-active -q redis-sentinel || exit 0
+{sentinel} acl setuser {acl_rule(hashes)} | grep -qx OK || {{ echo "sentinel refused the new ACL" >&2; exit 1; }}
+printf '%s' "$(cat {using})" | {sentinel} -x sentinel set {name} auth-pass | grep -qx OK || exit 1
+printf '%s' "$(cat {using})" | {sentinel} -x sentinel config set sentinel-pass | grep -qx OK || exit 1
 {sentinel} sentinel set {name} {pairs} | grep -qx OK || {{ echo "sentinel refused: set {pairs}" >&2; exit 1; }}
 stale=""
 for a in $({{ {sentinel} sentinel replicas {name}; {sentinel} sentinel sentinels {name}; }} | {addresses}); do
@@ -120,4 +177,5 @@ until {sentinel} sentinel get-master-addr-by-name {name} | grep -Eq '^[0-9]+[.]'
   fi
   sleep 1
 done
+{sentinel} sentinel flushconfig >/dev/null
 """

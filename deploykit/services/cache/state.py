@@ -26,7 +26,17 @@ import re
 
 from deploykit.plan.desired import Directory, ManagedFile, RoleState, Unit, Wait
 from deploykit.services.cache.config import CacheHostConfig
-from deploykit.services.cache.sentinel import CLI_AUTH, SETTINGS_FILE, failover_script, sync_script
+from deploykit.services.cache.sentinel import (
+    AUTH_CONF,
+    CLI_AUTH,
+    LOGIN,
+    PREVIOUS_AUTH,
+    SETTINGS_FILE,
+    auth_script,
+    failover_script,
+    login_script,
+    sync_script,
+)
 from deploykit.services.render import render
 
 REDIS_CONF = "/etc/redis/redis.conf"
@@ -74,7 +84,8 @@ def settings_record(cfg: CacheHostConfig) -> str:
     """What the running sentinels must hold (applied by sync_script when it changes)."""
     lines = [f"# Managed by deploykit: the Redis group {cfg.master_name}'s sentinel settings and members.",
              "# A change is applied to the running sentinel (SENTINEL SET / RESET), never by re-seeding.",
-             *(f"{k} {v}" for k, v in cfg.settings), *(f"member {a}" for a in cfg.members)]
+             *(f"{k} {v}" for k, v in cfg.settings), *(f"member {a}" for a in cfg.members),
+             "passwords " + " ".join(cfg.password_hashes)]
     return "\n".join(lines) + "\n"
 
 
@@ -92,11 +103,23 @@ def desired(cfg: CacheHostConfig) -> RoleState:
         "failover_timeout_ms": cfg.failover_timeout_ms,
         "parallel_syncs": cfg.parallel_syncs,
         "password": redis_password(cfg.password.reveal()),
+        # what the group authenticates to itself with: the previous password while a rotation is under way
+        "using_password": redis_password((cfg.previous_password or cfg.password).reveal()),
         "sentinel_id": sentinel_id(cfg.master_name, cfg.host),
+        "auth_conf": AUTH_CONF,
+        "hashes": cfg.password_hashes,
     }
     files = (
         seed_file(REDIS_CONF, render("cache/redis.conf.j2", **ctx), "redis-server"),
+        ManagedFile(LOGIN, login_script(), mode="0755"),
         ManagedFile(CLI_AUTH, cfg.password.reveal() + "\n", mode="0600"),
+        # The password before an unfinished rotation (empty: none), for the scripts to get in with while the
+        # server does not take the new one yet.
+        ManagedFile(PREVIOUS_AUTH, (cfg.previous_password.reveal() + "\n") if cfg.previous_password else "",
+                    mode="0600"),
+        ManagedFile(AUTH_CONF, render("cache/auth.conf.j2", **ctx), mode="0640", group="redis",
+                    after_change=f"(\n{auth_script(cfg.port, cfg.password_hashes)}) || exit 1\n"
+                                 + STRIP_REWRITE_COPIES),
         ManagedFile(
             STATIC_CONF,
             render("cache/deploykit.conf.j2", **ctx),
@@ -113,7 +136,8 @@ def desired(cfg: CacheHostConfig) -> RoleState:
         ManagedFile(
             SETTINGS_FILE,
             settings_record(cfg),
-            after_change=sync_script(cfg.sentinel_port, cfg.master_name, cfg.settings, cfg.members, cfg.quorum),
+            after_change=sync_script(cfg.sentinel_port, cfg.master_name, cfg.settings, cfg.members, cfg.quorum,
+                                     cfg.password_hashes),
         ),
     )
     return RoleState(

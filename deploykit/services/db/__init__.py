@@ -13,6 +13,7 @@ from deploykit.services.contract import (
     ConfigContext,
     FirewallRule,
     Frontend,
+    HostFact,
     PlacementContext,
     Section,
     Service,
@@ -20,7 +21,14 @@ from deploykit.services.contract import (
     TierContext,
     listed,
 )
-from deploykit.services.db.config import SECRETS, DbHostConfig, db_config, primary_load_balancers
+from deploykit.services.db.config import (
+    LEADER_FACT,
+    READ_LEADER,
+    SECRETS,
+    DbHostConfig,
+    db_config,
+    primary_load_balancers,
+)
 from deploykit.services.db.membership import leave_script
 from deploykit.services.db.placement import NAME, DbPlan, db_plan, plan_db
 from deploykit.services.db.state import PACKAGES, desired
@@ -39,6 +47,8 @@ class Db(Service):
     secrets = SECRETS
     packages = PACKAGES
     retire_units = ("patroni",)
+    # Who leads now (a moment): the leader's changes go first (rollout_order).
+    host_facts = (HostFact(LEADER_FACT, READ_LEADER, stored=False),)
 
     def place(self, ctx: PlacementContext) -> DbPlan:
         return plan_db(ctx.inv)

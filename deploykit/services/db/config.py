@@ -25,7 +25,7 @@ from deploykit.inventory.model import Host, Inventory
 from deploykit.plan.placement import Placement
 from deploykit.secret import Secret
 from deploykit.services.contract import ConfigContext
-from deploykit.services.db.placement import db_plan
+from deploykit.services.db.placement import DbPlan, db_plan
 from deploykit.services.etcd.placement import etcd_plan
 from deploykit.services.lb.placement import LbMember, lb_sites
 
@@ -99,6 +99,7 @@ class DbHostConfig:
     app_user: str
     app_database: str
     app_password: Secret
+    rollout_order: int  # 0: the leader (or nobody leads yet), 1: a replica of a running leader
 
 
 def primary_load_balancers(placement: Placement, site: str) -> tuple[LbMember, ...]:
@@ -202,4 +203,19 @@ def db_config(ctx: ConfigContext, host: Host) -> DbHostConfig:
         app_user=APP_USER,
         app_database=APP_DATABASE,
         app_password=ctx.secret(APP_PASSWORD),
+        rollout_order=replica_order(ctx, host, plan),
     )
+
+
+# Whether the host's Patroni leads, asked of its REST API (address from its config): "200" leads, "503" does
+# not, "000" or nothing: not running.
+LEADER_FACT = "db-leader"
+READ_LEADER = ("a=$(awk '/^restapi:/ {r = 1} r && $1 == \"listen:\" {print $2; exit}' /etc/patroni/config.yml "
+               "2>/dev/null); [ -n \"$a\" ] || exit 0; "
+               "curl -s -o /dev/null -m 3 -w '%{http_code}' \"http://$a/primary\"; true")
+
+
+def replica_order(ctx: ConfigContext, host: Host, plan: DbPlan) -> int:
+    """1 for a host that does not lead while another member does (it changes after the leader), else 0."""
+    leaders = {m.name for m in plan.members if ctx.fact(m.name, LEADER_FACT) == "200"}
+    return 1 if leaders and host.name not in leaders else 0

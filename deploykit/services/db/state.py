@@ -7,6 +7,7 @@ from deploykit.services.db.config import PG_VERSION, DbHostConfig
 from deploykit.services.render import render
 
 DYNAMIC_CONFIG = "/etc/patroni/dynamic.yml"
+ROLES_SQL = "/etc/patroni/roles.sql"
 POST_INIT = "/etc/patroni/post_init.sh"
 DEBIAN_CLUSTER = f"postgresql@{PG_VERSION}-main"
 PACKAGES = (f"postgresql-{PG_VERSION}", "patroni", "python3-etcd", "curl")
@@ -35,6 +36,14 @@ def apply_dynamic_config(cfg: DbHostConfig) -> str:
         f"if {ctl} show-config >/dev/null 2>&1; then {ctl} edit-config --force --quiet --apply {DYNAMIC_CONFIG};"
         " else echo 'cluster not initialised yet: bootstrap.dcs applies'; fi"
     )
+
+
+def alter_roles_command(cfg: DbHostConfig) -> str:
+    """On the leader only (asked of its own REST API): apply ROLES_SQL. Before the cluster exists nobody leads
+    and the bootstrap sets the passwords instead."""
+    return (f"if curl -fsS -o /dev/null http://{cfg.rest_listen}/primary; then "
+            f"runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p {cfg.port} -d postgres -f {ROLES_SQL}; "
+            f"else echo 'not the leader: the leader applies {ROLES_SQL}'; fi")
 
 
 def leader_command(cfg: DbHostConfig) -> str:
@@ -101,6 +110,19 @@ def desired(cfg: DbHostConfig) -> RoleState:
             validate=VALIDATE_YAML,
             notify=("patroni",),
         ),
+        # The roles' passwords, applied on the leader when they change (before Patroni reloads config.yml).
+        ManagedFile(
+            ROLES_SQL,
+            render("db/roles.sql.j2", roles=(
+                (cfg.superuser, cfg.superuser_password.reveal()),
+                (cfg.replication_user, cfg.replication_password.reveal()),
+                (cfg.app_user, cfg.app_password.reveal()),
+            )),
+            mode="0600",
+            owner="postgres",
+            group="postgres",
+            after_change=alter_roles_command(cfg),
+        ),
         # Written after config.yml: this file's after_change runs patronictl, which reads config.yml.
         ManagedFile(
             DYNAMIC_CONFIG,
@@ -111,6 +133,9 @@ def desired(cfg: DbHostConfig) -> RoleState:
     )
     return RoleState(
         role="db",
+        # The leader first, then the replicas (a rotated replication password is the leader's before the
+        # replicas reconnect with it).
+        rollout_order=cfg.rollout_order,
         packages=PACKAGES,
         directories=(Directory(f"/var/lib/postgresql/{PG_VERSION}", mode="0755", owner="postgres", group="postgres"),),
         files=files,

@@ -5,6 +5,7 @@ Regenerate the golden files after an intended change: UPDATE_GOLDEN=1 python -m 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 from pathlib import Path
@@ -18,7 +19,14 @@ from deploykit.secret import Secret
 from deploykit.services.cache import SERVICE
 from deploykit.services.cache import state as cache
 from deploykit.services.cache.config import CacheHostConfig, cache_config
-from deploykit.services.cache.sentinel import SETTINGS_FILE, failover_script, sync_script
+from deploykit.services.cache.sentinel import (
+    AUTH_CONF,
+    LOGIN,
+    PREVIOUS_AUTH,
+    SETTINGS_FILE,
+    failover_script,
+    sync_script,
+)
 from deploykit.services.contract import ConfigContext
 from deploykit.services.ports import mesh_addresses
 
@@ -163,12 +171,37 @@ def test_static_settings() -> None:
         "port 6379",
         "protected-mode yes",
         "appendonly yes",
-        "requirepass s3cr3t-cache-password",
-        "masterauth s3cr3t-cache-password",
+        "include /etc/redis/deploykit-auth.conf",
         f"replica-announce-ip {mesh('rbx1-data-1')}",
     ):
         assert want in static
-    assert not any(ln.startswith(("replicaof", "sentinel")) for ln in static)
+    assert not any(ln.startswith(("replicaof", "sentinel", "requirepass", "masterauth")) for ln in static)
+
+
+def test_passwords_reach_the_acl_as_hashes_and_masterauth() -> None:
+    pw_hash = hashlib.sha256(b"s3cr3t-cache-password").hexdigest()
+    assert lines(state("rbx1-data-1"), AUTH_CONF) == [f"user default on #{pw_hash} ~* &* +@all",
+                                                      "masterauth s3cr3t-cache-password"]
+
+
+def test_while_a_rotation_is_under_way_both_passwords_are_accepted_and_the_previous_one_used() -> None:
+    def previous(name: str) -> Secret | None:
+        return Secret(name, "old-" + name) if name == "cache-password" else None
+
+    ctx = ConfigContext(LAB.inv, LAB.placement, secret, previous=previous)
+    cfg = cache_config(ctx, LAB.inv.host("rbx1-data-1"))
+    new, old = (hashlib.sha256(p.encode()).hexdigest() for p in ("s3cr3t-cache-password", "old-cache-password"))
+    assert cfg.password_hashes == (new, old)
+    st = cache.desired(cfg)
+    assert lines(st, AUTH_CONF) == [f"user default on #{new} #{old} ~* &* +@all", "masterauth old-cache-password"]
+    assert f"user default on #{new} #{old} ~* &* +@all" in lines(st, cache.SENTINEL_CONF)
+    assert "sentinel auth-pass chirp-lab old-cache-password" in lines(st, cache.SENTINEL_CONF)
+    assert file(st, PREVIOUS_AUTH).content == "old-cache-password\n"
+    assert file(st, cache.CLI_AUTH).content == "s3cr3t-cache-password\n"  # the waits and clients: the new one
+    assert f"passwords {new} {old}" in lines(st, SETTINGS_FILE)
+    settings = file(st, SETTINGS_FILE).after_change or ""
+    assert f"printf '%s' \"$(cat {PREVIOUS_AUTH})\" | {LOGIN} 26379 -x sentinel set chirp-lab auth-pass" in settings
+    assert file(state("rbx1-data-1"), PREVIOUS_AUTH).content == ""  # none outside a rotation
 
 
 def test_sentinel_settings() -> None:
@@ -176,7 +209,7 @@ def test_sentinel_settings() -> None:
     for want in (
         "port 26379",
         f"bind {mesh('rbx1-data-1')} 127.0.0.1",
-        "requirepass s3cr3t-cache-password",
+        f"user default on #{hashlib.sha256(b's3cr3t-cache-password').hexdigest()} ~* &* +@all",
         "sentinel sentinel-pass s3cr3t-cache-password",
         f"sentinel announce-ip {mesh('rbx1-data-1')}",
         "sentinel auth-pass chirp-lab s3cr3t-cache-password",
@@ -197,6 +230,9 @@ def test_runtime_rewritten_files_are_seeds_the_rest_managed() -> None:
         cache.STATIC_CONF: False,
         cache.CLI_AUTH: False,
         SETTINGS_FILE: False,
+        AUTH_CONF: False,
+        PREVIOUS_AUTH: False,
+        LOGIN: False,
     }
     for path in (cache.REDIS_CONF, cache.SENTINEL_CONF):
         f = file(st, path)
@@ -217,8 +253,9 @@ def test_notify_and_after_change() -> None:
     assert file(st, cache.SENTINEL_CONF).notify == ("redis-sentinel",)
     restart = file(st, cache.STATIC_CONF).after_change
     assert restart == (f"(\n{failover_script(6379, 26379, 'chirp-lab')}) || exit 1\n" + cache.STRIP_REWRITE_COPIES)
-    assert file(st, SETTINGS_FILE).after_change == sync_script(26379, "chirp-lab", lab("fra1-data-1").settings,
-                                                               lab("fra1-data-1").members, 2)
+    cfg = lab("fra1-data-1")
+    assert file(st, SETTINGS_FILE).after_change == sync_script(26379, "chirp-lab", cfg.settings, cfg.members, 2,
+                                                               cfg.password_hashes)
     assert not file(st, SETTINGS_FILE).notify
     assert st.services == (Unit("redis-server"), Unit("redis-sentinel"))
     assert st.packages == ("redis-server", "redis-sentinel", "redis-tools")

@@ -14,7 +14,17 @@ from deploykit.plan import plan_placement
 from deploykit.secret import Secret
 from deploykit.services.cache import state as cache
 from deploykit.services.cache.config import cache_config
-from deploykit.services.cache.sentinel import MASTER_FACT, current_master, failover_script, sync_script
+from deploykit.services.cache.sentinel import (
+    CLI_AUTH,
+    LOGIN,
+    MASTER_FACT,
+    PREVIOUS_AUTH,
+    auth_script,
+    current_master,
+    failover_script,
+    login_script,
+    sync_script,
+)
 from deploykit.services.contract import ConfigContext
 
 REPO = Path(__file__).resolve().parents[3]
@@ -92,13 +102,17 @@ def test_the_sentinel_id_is_the_same_whenever_a_host_is_seeded() -> None:
 
 STUB = """#!/bin/sh
 # a Redis and a Sentinel: the state is files in $STUB_DIR; every call is logged
-echo "$*" >> "$STUB_DIR/calls"
+case " $* " in *" -x "*) echo "$* <$(cat)>" >> "$STUB_DIR/calls" ;; *) echo "$*" >> "$STUB_DIR/calls" ;; esac
 port=""; while [ "$1" != "${1#-}" ]; do case "$1" in -p) port=$2; shift 2 ;; -h) shift 2 ;; *) shift ;; esac; done
 case "$*" in
   "info replication") printf 'role:%s\\r\\nconnected_slaves:%s\\r\\n' "$(cat "$STUB_DIR/role")" \\
                       "$(cat "$STUB_DIR/slaves")" ;;
   "sentinel failover "*) echo OK; echo slave > "$STUB_DIR/role" ;;
   "sentinel set "*) echo OK ;;
+  "acl setuser "*|"config set "*|"sentinel config set "*) echo OK ;;
+  "sentinel flushconfig") echo OK ;;
+  "ping") if [ "$REDISCLI_AUTH" = "$(cat "$STUB_DIR/accepts" 2>/dev/null || echo pw)" ]; then echo PONG;
+          else echo "WRONGPASS invalid username-password pair"; fi ;;
   "sentinel replicas "*) printf 'name\\n10.0.0.2:6379\\nip\\n10.0.0.2\\nport\\n6379\\n' ;;
   "sentinel sentinels "*) cat "$STUB_DIR/sentinels" ;;
   "sentinel reset "*) echo 1; printf 'name\\nx\\nip\\n10.0.0.2\\nport\\n26379\\nname\\ny\\nip\\n10.0.0.3\\n' \\
@@ -113,15 +127,19 @@ esac
 def stub(tmp_path: Path) -> Path:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, text in (("redis-cli", STUB), ("systemctl", "#!/bin/sh\nexit 0\n"), ("sleep", "#!/bin/sh\n")):
+    login = login_script().replace(PREVIOUS_AUTH, str(tmp_path / "previous")).replace(CLI_AUTH, str(tmp_path / "auth"))
+    for name, text in (("redis-cli", STUB), ("systemctl", "#!/bin/sh\nexit 0\n"), ("sleep", "#!/bin/sh\n"),
+                       ("login", login)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     (tmp_path / "auth").write_text("pw\n")
+    (tmp_path / "previous").write_text("")
     return tmp_path
 
 
 def run(script: str, stub: Path) -> subprocess.CompletedProcess[str]:
-    script = script.replace("/etc/redis/deploykit.auth", str(stub / "auth"))
+    script = (script.replace(LOGIN, str(stub / "bin" / "login")).replace(PREVIOUS_AUTH, str(stub / "previous"))
+              .replace(CLI_AUTH, str(stub / "auth")))
     env = {**os.environ, "PATH": f"{stub / 'bin'}:{os.environ['PATH']}", "STUB_DIR": str(stub)}
     return subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=30)
 
@@ -129,7 +147,8 @@ def run(script: str, stub: Path) -> subprocess.CompletedProcess[str]:
 def calls(stub: Path) -> list[str]:
     path = stub / "calls"
     lines = path.read_text().splitlines() if path.exists() else []
-    return [ln.split(" ", 5)[-1] if ln.startswith("--no-auth-warning") else ln for ln in lines]
+    return [ln.split(" ", 5)[-1] if ln.startswith("--no-auth-warning") else ln for ln in lines
+            if not ln.endswith(" ping")]
 
 
 def test_a_master_with_replicas_fails_over_before_it_restarts(stub: Path) -> None:
@@ -154,17 +173,38 @@ def test_a_replica_or_a_lone_master_restarts_without_a_failover(stub: Path, role
 def test_sync_sets_the_settings_and_resets_a_sentinel_that_knows_a_departed_host(stub: Path) -> None:
     (stub / "sentinels").write_text("name\na\nip\n10.0.0.2\nport\n26379\nname\nb\nip\n10.0.0.9\nport\n26379\n")
     members = tuple(__import__("ipaddress").IPv4Address(a) for a in ("10.0.0.1", "10.0.0.2", "10.0.0.3"))
-    r = run(sync_script(26379, "chirp-lab", (("quorum", "2"), ("parallel-syncs", "1")), members, 2), stub)
+    r = run(sync_script(26379, "chirp-lab", (("quorum", "2"), ("parallel-syncs", "1")), members, 2, ("h1",)), stub)
     assert r.returncode == 0, r.stderr
     assert "sentinel forgets what left the group: 10.0.0.9" in r.stdout
     sentinel_calls = [c for c in calls(stub) if c.startswith("sentinel") and "get-master" not in c]
-    assert sentinel_calls[0] == "sentinel set chirp-lab quorum 2 parallel-syncs 1"
+    assert sentinel_calls[-1] == "sentinel flushconfig"
+    assert calls(stub)[:4] == ["acl setuser default on resetpass #h1 ~* &* +@all",
+                               "-x sentinel set chirp-lab auth-pass <pw>", "-x sentinel config set sentinel-pass <pw>",
+                               "sentinel set chirp-lab quorum 2 parallel-syncs 1"]
     assert "sentinel reset chirp-lab" in sentinel_calls
 
 
 def test_sync_leaves_a_sentinel_that_knows_only_members_alone(stub: Path) -> None:
     (stub / "sentinels").write_text("name\na\nip\n10.0.0.2\nport\n26379\nname\nb\nip\n10.0.0.3\nport\n26379\n")
     members = tuple(__import__("ipaddress").IPv4Address(a) for a in ("10.0.0.1", "10.0.0.2", "10.0.0.3"))
-    r = run(sync_script(26379, "chirp-lab", (("quorum", "2"),), members, 2), stub)
+    r = run(sync_script(26379, "chirp-lab", (("quorum", "2"),), members, 2, ("h1",)), stub)
     assert r.returncode == 0, r.stderr
-    assert not any("reset" in c for c in calls(stub))
+    assert not any("sentinel reset" in c for c in calls(stub))
+
+
+def test_login_takes_the_new_password_else_the_previous_one_else_says_neither(stub: Path) -> None:
+    (stub / "previous").write_text("old\n")
+    (stub / "accepts").write_text("old")
+    r = run(f"{LOGIN} 6379 sentinel flushconfig", stub)
+    assert r.returncode == 0 and r.stdout.strip() == "OK", r.stderr
+    (stub / "accepts").write_text("nobody")
+    r = run(f"{LOGIN} 6379 sentinel flushconfig", stub)
+    assert r.returncode == 1 and "takes neither" in r.stderr
+
+
+def test_auth_makes_the_acl_take_both_hashes_and_masterauth_the_password_in_use(stub: Path) -> None:
+    (stub / "previous").write_text("old\n")
+    r = run(auth_script(6379, ("h-new", "h-old")), stub)
+    assert r.returncode == 0, r.stderr
+    assert calls(stub) == ["acl setuser default on resetpass #h-new #h-old ~* &* +@all",
+                           "-x config set masterauth <old>"]

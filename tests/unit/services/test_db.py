@@ -153,11 +153,40 @@ def test_secrets_never_in_repr_and_only_in_the_files_that_need_them() -> None:
         assert all(f"<secret:{name}>" in text for name in SECRETS)
     state = db.desired(cfg)
     holders = {f.path for f in state.files if "s3cr3t" in f.content}
-    assert holders == {"/etc/patroni/config.yml", "/etc/patroni/post_init.sh"}
+    assert holders == {"/etc/patroni/config.yml", "/etc/patroni/post_init.sh", "/etc/patroni/roles.sql"}
     assert all(f.mode in ("0600", "0700") and f.owner == "postgres" for f in state.files if f.path in holders)
     for f in state.files:
         assert "s3cr3t" not in " ".join(filter(None, (f.validate, f.after_change)))
     assert not any("s3cr3t" in w.command for w in state.waits)
+
+
+def test_the_roles_passwords_are_applied_from_a_file_on_the_leader_only() -> None:
+    state = db.desired(config(LAB, "fra1-data-1"))
+    roles = next(f for f in state.files if f.path == "/etc/patroni/roles.sql")
+    assert [ln for ln in roles.content.splitlines() if not ln.startswith("--")] == [
+        "ALTER ROLE postgres PASSWORD 's3cr3t-db-superuser-password';",
+        "ALTER ROLE replicator PASSWORD 's3cr3t-db-replication-password';",
+        "ALTER ROLE chirp PASSWORD 's3cr3t-db-app-password';"]
+    rest = f"{LAB.inv.host('fra1-data-1').mesh_address}:8008"
+    assert roles.after_change == (
+        f"if curl -fsS -o /dev/null http://{rest}/primary; then runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 "
+        "-p 5432 -d postgres -f /etc/patroni/roles.sql; else echo 'not the leader: the leader applies "
+        "/etc/patroni/roles.sql'; fi")
+    # psql reads the file: the passwords are in no process's arguments; and before Patroni's reload
+    paths = [f.path for f in state.files]
+    assert paths.index("/etc/patroni/config.yml") < paths.index("/etc/patroni/roles.sql")
+
+
+def test_the_leader_changes_first_then_the_replicas() -> None:
+    def ctx_leading(leader: str | None) -> ConfigContext:
+        facts = {h: {"db-leader": "200" if h == leader else "503"} for h in ("ams1-data-1", "fra1-data-1",
+                                                                             "rbx1-data-1")}
+        return ConfigContext(LAB.inv, LAB.placement, LAB.secret, facts=facts)
+
+    order = {h: config(ctx_leading("rbx1-data-1"), h).rollout_order for h in ("ams1-data-1", "rbx1-data-1")}
+    assert order == {"ams1-data-1": 1, "rbx1-data-1": 0}
+    assert db.desired(config(ctx_leading("rbx1-data-1"), "ams1-data-1")).rollout_order == 1
+    assert config(ctx_leading(None), "ams1-data-1").rollout_order == 0  # nobody leads: all at once
 
 
 def test_app_role_created_from_stdin() -> None:
