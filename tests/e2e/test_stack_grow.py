@@ -180,7 +180,8 @@ def test_grow_shrink_and_replace_hosts_of_every_data_tier_under_load(stack: Lab,
             after = check_cluster(grown, [*DATA, *NEW_DATA], [*DATA, *NEW_DATA], [*DATA, *NEW_DATA])
             assert etcd_pids(grown, DATA) == pids, "a running etcd member was restarted for the membership change"
             assert after == (leader, master), f"growing moved a leader: {(leader, master)} -> {after}"
-            ok(grown, "fra1-web-3", "curl -fsS -o /dev/null http://127.0.0.1:8000/healthz")
+            web3 = grown_inv.host("fra1-web-3").mesh_address  # gunicorn listens on the mesh
+            ok(grown, "fra1-web-3", f"curl -fsS -o /dev/null http://{web3}:8000/healthz")
 
             took = apply(retiring)
             figures.append(f"retire their roles {took:.1f} s")
