@@ -27,6 +27,7 @@ from pathlib import Path
 
 from deploykit.errors import DeploykitError
 from deploykit.inventory.model import Host, Inventory
+from deploykit.inventory.names import natural_key
 from deploykit.secret import Secret
 from deploykit.services.cache.config import CACHE_PASSWORD
 from deploykit.services.cache.placement import cache_plan
@@ -281,7 +282,7 @@ def app_config(ctx: ConfigContext, host: Host, source: AppSource | None = None) 
         db_password=ctx.secret(APP_PASSWORD),
         sentinels=tuple(
             f"{inv.host(m.name).mesh_address}:{cache.sentinel_port}"
-            for m in sorted(cache.sentinels, key=lambda m: m.name)
+            for m in sorted(cache.sentinels, key=lambda m: natural_key(m.name))
         ),
         redis_master=ctx.placement.name,
         cache_password=ctx.secret(CACHE_PASSWORD),

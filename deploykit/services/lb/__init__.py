@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from deploykit.execute.steps import Step
 from deploykit.inventory.model import Host, Inventory
+from deploykit.inventory.names import natural_key
 from deploykit.plan.desired import RoleState
 from deploykit.plan.placement import Placement
 from deploykit.plan.verdict import Verdict
@@ -91,7 +92,7 @@ class Lb(Service):
 
 
 def _lb_hosts(placement: Placement, skip: frozenset[str]) -> list[str]:
-    return sorted(m.name for s in lb_sites(placement) for m in s.members if m.name not in skip)
+    return sorted((m.name for s in lb_sites(placement) for m in s.members if m.name not in skip), key=natural_key)
 
 
 SERVICE = Lb()
