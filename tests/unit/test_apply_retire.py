@@ -146,3 +146,68 @@ def test_one_at_a_time_order_is_rank_then_natural_name() -> None:
     changes = {n: RoleChanges("cache", rollout_order=r) for n, r in
                (("c-10", 0), ("c-2", 0), ("c-1", 1), ("old-1", -1), ("c-3", 0))}
     assert one_at_a_time_order(changes) == ["old-1", "c-2", "c-3", "c-10", "c-1"]
+
+
+# --- the handover scripts, run by sh against stub tools ----------------------------------------------------------
+
+def stubbed(tmp_path: Path, tools: dict[str, str]) -> dict[str, str]:
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in {"sleep": "exit 0", **tools}.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\necho \"{name} $*\" >> {tmp_path}/calls\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def sh(script: str, env: dict[str, str]) -> tuple[int, str]:
+    import subprocess
+
+    r = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env, timeout=30)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_a_leaving_leader_switches_over_stops_and_waits_until_it_is_no_longer_listed(tmp_path: Path) -> None:
+    state = tmp_path / "leads"
+    state.write_text("yes")
+    listed = tmp_path / "listed"
+    listed.write_text("2")  # listed twice more after the stop, then gone
+    env = stubbed(tmp_path, {
+        "curl": f'[ "$(cat {state})" = yes ]',
+        "patronictl": (f'case "$*" in *switchover*) echo no > {state} ;; *list*) n=$(cat {listed}); '
+                       f'echo $((n - 1)) > {listed}; if [ "$n" -gt 0 ]; then echo \'[{{"Member": "db-2"}}]\'; '
+                       "else echo '[]'; fi ;; esac"),
+        "systemctl": "exit 0",
+    })
+    code, out = sh(db_leave("db-2", "10.0.0.2:8008", 12), env)
+    assert code == 0, out
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert [c.split()[0] for c in calls if not c.startswith(("sleep", "curl"))] == [
+        "patronictl", "systemctl", "patronictl", "patronictl", "patronictl"]
+    assert "patronictl -c /etc/patroni/config.yml switchover --force" in calls
+    assert "systemctl stop patroni" in calls
+
+
+def test_a_leaving_replica_only_stops(tmp_path: Path) -> None:
+    env = stubbed(tmp_path, {"curl": "exit 22", "patronictl": "echo '[]'", "systemctl": "exit 0"})
+    code, out = sh(db_leave("db-3", "10.0.0.3:8008", 12), env)
+    assert code == 0, out
+    assert not any("switchover" in c for c in (tmp_path / "calls").read_text().splitlines())
+
+
+def test_a_leaving_etcd_member_removes_itself_then_stops_and_sets_its_data_aside(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "member").mkdir(parents=True)
+    env = stubbed(tmp_path, {
+        "etcdctl": ('case "$*" in *"member list"*) [ -f ' + str(tmp_path) + '/removed ] || '
+                    'echo "8e9e05c52164694d, started, etcd-2, http://10.0.0.2:2380, http://10.0.0.2:2379, false"'
+                    ' ;; *"member remove"*) touch ' + str(tmp_path) + '/removed ;; esac'),
+        "systemctl": "exit 0",
+    })
+    code, out = sh(etcd_leave("etcd-2", "http://127.0.0.1:2379", str(data)), env)
+    assert code == 0, out
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert any(c.endswith("member remove 8e9e05c52164694d") for c in calls)
+    assert calls.index("systemctl stop etcd") > max(i for i, c in enumerate(calls) if "member remove" in c)
+    assert not data.exists() and len(list(tmp_path.glob("data.removed-*"))) == 1
