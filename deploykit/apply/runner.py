@@ -103,12 +103,15 @@ def apply_plan(plan: OnlinePlan, runner: StepRunner, placement: Placement,
         _not_applied(plan, result, set())
         return result
     touched: set[str] = set()  # hosts sent a phase's steps
+    if not _retire(plan, runner, services, result, touched, on_phase, on_phase_done, on_step):
+        _not_applied(plan, result, touched)
+        return result
     for service in services:
         # A host that failed an earlier phase gets no later one: phases are in dependency order, and the tier
         # rules already count it as lost for this tier and every later one.
         out = lost | _all(failed_in)
         changes = {name: rc for name, hp in plan.hosts.items() if name not in out
-                   for rc in hp.roles if rc.role == service.name and not rc.empty}
+                   for rc in hp.roles if rc.role == service.name and not rc.empty and not rc.retiring}
         if not changes:
             continue
         if on_phase:
@@ -154,8 +157,8 @@ def _one_at_a_time(changes: dict[str, RoleChanges], runner: StepRunner,
                    on_step: OnStep | None) -> dict[str, HostOutcome]:
     """One host after the other, each waited for; the first failure stops the phase (as an operator would: a
     change that broke one Redis is not taken to the next). Run-once on the first host. The order: as the
-    service ranks its hosts (`RoleState.rollout_order`: e.g. hosts leaving the role first, the current Redis
-    master last), then by name in natural order (`web-2` before `web-10`)."""
+    service ranks its hosts (`RoleState.rollout_order`: e.g. the current Redis master last), then by name in
+    natural order (`web-2` before `web-10`)."""
     outcomes: dict[str, HostOutcome] = {}
     order = one_at_a_time_order(changes)
     for n in order:
@@ -169,11 +172,41 @@ def _one_at_a_time(changes: dict[str, RoleChanges], runner: StepRunner,
     return outcomes
 
 
+def _retire(plan: OnlinePlan, runner: StepRunner, services: tuple[Service, ...], result: ApplyResult,
+            touched: set[str], on_phase: Callable[[str, int], None] | None,
+            on_phase_done: Callable[[PhaseResult], None] | None, on_step: OnStep | None) -> bool:
+    """Retire the roles hosts no longer hold, before any other change (Service.retire), in reverse phase order:
+    a leaving db member hands over while etcd and the firewall still count it, a leaving etcd member last. The
+    hosts of one role at once. A failed retirement stops the apply before anything else changes (False)."""
+    for service in reversed(services):
+        changes = {name: rc for name, hp in plan.hosts.items()
+                   for rc in hp.roles if rc.role == service.name and rc.retiring and not rc.empty}
+        if not changes:
+            continue
+        phase = f"retire {service.name}"
+        if on_phase:
+            on_phase(phase, len(changes))
+        t0 = time.monotonic()
+        outcomes = runner.run({n: role_steps(rc) for n, rc in changes.items()}, on_step)
+        touched.update(changes)
+        failed = sorted((n for n, o in outcomes.items() if not o.ok), key=natural_key)
+        for n in failed:
+            result.recap[n].status = "failed"
+            result.recap[n].error = f"[{phase}] {outcomes[n].error}"
+        done = PhaseResult(phase, len(changes), time.monotonic() - t0, failed)
+        result.phases.append(done)
+        if on_phase_done:
+            on_phase_done(done)
+        if failed:
+            result.aborted = f"stopped while retiring {service.name} on {', '.join(failed)}: nothing else was changed"
+            return False
+    return True
+
+
 def _parallel(changes: dict[str, RoleChanges], runner: StepRunner,
               on_step: OnStep | None) -> dict[str, HostOutcome]:
-    """Every host at once, in groups by `rollout_order` (hosts leaving the role first, e.g. an etcd member
-    removing itself before the others' member lists change); a failed group holds the later ones. Run-once on
-    the first host by name."""
+    """Every host at once, in groups by `rollout_order` (e.g. the Patroni leader before its replicas); a failed
+    group holds the later ones. Run-once on the first host by name."""
     once_host = min(changes, key=natural_key)
     outcomes: dict[str, HostOutcome] = {}
     for rank in sorted({rc.rollout_order for rc in changes.values()}):

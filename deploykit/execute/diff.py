@@ -40,6 +40,7 @@ class RoleChanges:
     units: tuple[str, ...] = ()  # every systemd unit the role runs (changed or not)
     prepare: str | None = None  # RoleState.prepare, when the role changes
     rollout_order: int = 0
+    retiring: bool = False
 
     @property
     def not_serving(self) -> bool:
@@ -84,8 +85,8 @@ def probe_spec(states: list[RoleState], facts: tuple[tuple[str, str], ...] = ())
 
 def desired_hash(states: list[RoleState]) -> str:
     """A hash of everything deploykit wants on the host (content included, never printed)."""
-    return sha256(repr([(s.role, s.packages, s.directories, s.files, s.services, s.masked, s.once, s.prepare)
-                        for s in states]))
+    return sha256(repr([(s.role, s.packages, s.directories, s.files, s.services, s.masked, s.once, s.prepare,
+                         s.retiring) for s in states]))
 
 
 def diff_host(host: str, states: list[RoleState], facts: HostFacts, redact: Callable[[str], str]) -> HostPlan:
@@ -102,7 +103,7 @@ def diff_host(host: str, states: list[RoleState], facts: HostFacts, redact: Call
         plan.roles.append(RoleChanges(state.role, pkgs, masks, dirs, files, services,
                                       state.waits if changed else (), state.once if changed else None,
                                       tuple(u.name for u in state.services if u.running),
-                                      state.prepare if changed else None, state.rollout_order))
+                                      state.prepare if changed else None, state.rollout_order, state.retiring))
     return plan
 
 

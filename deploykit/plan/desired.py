@@ -77,6 +77,8 @@ class RoleState:
     # Run on EVERY host whose role changes, after its files are in place and before its units are started,
     # stopped or restarted (e.g. hand a Redis master's role over before the server stops). Idempotent.
     prepare: str | None = None
-    # Where the host goes in a ONE_AT_A_TIME phase: lower first, then by name (natural order). E.g. the
-    # current Redis master last, hosts leaving the role first.
+    # Where the host goes in its phase: lower first (ONE_AT_A_TIME: then by name, in natural order; PARALLEL:
+    # each rank a group of its own). E.g. the current Redis master last, the Patroni leader first.
     rollout_order: int = 0
+    # The role is being taken off the host (Service.retire): applied before every phase, in reverse phase order.
+    retiring: bool = False

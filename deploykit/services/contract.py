@@ -273,9 +273,10 @@ class Service:
     def retire(self, ctx: ConfigContext, host: Host) -> RoleState:
         """The state of `host` once it no longer holds the role (its `retire_units` still run there): the
         units stopped and disabled, after `handover` (packages, files and data stay: a host given the role back
-        starts from them). Run before the phase's other hosts change (`rollout_order` -1)."""
+        starts from them). Run before every phase (the apply's retirement pass: apply/runner.py), while the
+        firewall and the clusters still count the host."""
         units = tuple(Unit(u, enabled=False, running=False) for u in self.retire_units)
-        return RoleState(role=self.name, services=units, prepare=self.handover(ctx, host), rollout_order=-1)
+        return RoleState(role=self.name, services=units, prepare=self.handover(ctx, host), retiring=True)
 
     def handover(self, ctx: ConfigContext, host: Host) -> str | None:
         """What `host`, leaving the role, runs before its units stop (e.g. give up a leader role, leave the

@@ -60,7 +60,7 @@ def test_a_host_without_the_role_but_running_its_units_gets_the_retirement(tmp_p
     assert by_role["db"].prepare == db_leave("fra1-data-2", f"{host.mesh_address}:8008", 12)
     assert by_role["etcd"].prepare == etcd_leave("fra1-data-2", "http://127.0.0.1:2379", "/var/lib/etcd/chirp-lab-etcd")
     assert by_role["dns"].prepare is None
-    assert all(s.rollout_order == -1 and not s.files and not s.packages for s in out[2:])
+    assert all(s.retiring and not s.files and not s.packages for s in out[2:])
 
 
 def test_nothing_is_retired_where_nothing_of_the_role_runs_or_is_enabled(tmp_path: Path) -> None:
@@ -113,20 +113,22 @@ def apply_with_retirement(tmp_path: Path) -> FakeExecutor:
     return fake
 
 
-def test_a_retiring_host_goes_first_in_its_phase_alone(tmp_path: Path) -> None:
+def test_retirements_go_before_every_phase_in_reverse_phase_order(tmp_path: Path) -> None:
+    """While the firewall and the clusters still count the host: Patroni hands over while etcd answers it."""
     fake = apply_with_retirement(tmp_path)
+    assert fake.phases()[:5] == ["retire dns", "retire cache", "retire db", "retire etcd", "base"]
+    for phase in ("retire dns", "retire cache", "retire db", "retire etcd"):
+        assert [c.hosts for c in fake.in_phase(phase)] == [["fra1-data-2"]]
+    (cache,) = fake.in_phase("retire cache")
+    assert cache.descriptions("fra1-data-2") == ["prepare cache", "disable redis-sentinel", "stop redis-sentinel",
+                                                 "disable redis-server", "stop redis-server"]
+    # ... and the phases proper no longer hold the retiring host
     data = ["ams1-data-1", "fra1-data-1", "rbx1-data-1"]
-    # parallel phases: the retiring host in a group of its own, before the others
-    assert [c.hosts for c in fake.in_phase("etcd")] == [["fra1-data-2"], data]
-    assert [c.hosts for c in fake.in_phase("db")] == [["fra1-data-2"], data]
-    # one at a time: the retiring host first
-    assert [c.hosts for c in fake.in_phase("cache")] == [["fra1-data-2"], *([h] for h in data)]
-    (retire,) = [c for c in fake.in_phase("cache") if c.hosts == ["fra1-data-2"]]
-    assert retire.descriptions("fra1-data-2") == ["prepare cache", "disable redis-sentinel", "stop redis-sentinel",
-                                                  "disable redis-server", "stop redis-server"]
+    assert [c.hosts for c in fake.in_phase("etcd")] == [data]
+    assert [c.hosts for c in fake.in_phase("cache")] == [[h] for h in data]
 
 
-def test_a_failed_retirement_holds_the_rest_of_the_phase(tmp_path: Path) -> None:
+def test_a_failed_retirement_stops_the_apply_before_anything_else(tmp_path: Path) -> None:
     inv = load_inventory(retiring_lab(tmp_path))
     placement = plan_placement(inv)
     ctx = ConfigContext(inv, placement, secret)
@@ -135,11 +137,12 @@ def test_a_failed_retirement_holds_the_rest_of_the_phase(tmp_path: Path) -> None
     facts["fra1-data-2"] = running(*DATA_UNITS)
     states["fra1-data-2"] = with_retirements(ctx, inv.host("fra1-data-2"), states["fra1-data-2"],
                                              facts["fra1-data-2"])
-    fake = FakeExecutor().fail("fra1-data-2", "prepare etcd", phase="etcd")
+    fake = FakeExecutor().fail("fra1-data-2", "prepare db", phase="retire db")
     result = apply_plan(online_plan(inv, states, facts=facts), fake, placement, on_phase=fake.on_phase)
-    assert [c.hosts for c in fake.in_phase("etcd")] == [["fra1-data-2"]]
+    assert fake.phases() == ["retire dns", "retire cache", "retire db"]
+    assert result.aborted == "stopped while retiring db on fra1-data-2: nothing else was changed"
+    assert result.recap["fra1-data-2"].status == "failed"
     assert result.recap["ams1-data-1"].status == "skipped"
-    assert "fra1-data-2 failed first" in str(result.recap["ams1-data-1"].error)
 
 
 def test_one_at_a_time_order_is_rank_then_natural_name() -> None:
