@@ -10,7 +10,7 @@ from fake_executor import FakeExecutor, online_plan
 
 from deploykit.apply.phases import desired_states
 from deploykit.apply.planner import with_retirements
-from deploykit.apply.runner import apply_plan, one_at_a_time_order
+from deploykit.apply.runner import ApplyResult, apply_plan, one_at_a_time_order
 from deploykit.execute.diff import RoleChanges
 from deploykit.execute.probe import HostFacts
 from deploykit.inventory import load_inventory
@@ -99,7 +99,8 @@ def test_every_retire_unit_is_probed_on_hosts_without_the_role(tmp_path: Path) -
             assert set(service.retire_units) <= set(units), service.name
 
 
-def apply_with_retirement(tmp_path: Path) -> FakeExecutor:
+def apply_with_retirement(tmp_path: Path, fake: FakeExecutor | None = None) -> tuple[FakeExecutor, ApplyResult]:
+    """Apply lab.yml plus fra1-data-2 (roles: []) whose probe saw every data unit running, with `fake`."""
     inv = load_inventory(retiring_lab(tmp_path))
     placement = plan_placement(inv)
     ctx = ConfigContext(inv, placement, secret)
@@ -108,14 +109,14 @@ def apply_with_retirement(tmp_path: Path) -> FakeExecutor:
     facts["fra1-data-2"] = running(*DATA_UNITS)
     states["fra1-data-2"] = with_retirements(ctx, inv.host("fra1-data-2"), states["fra1-data-2"],
                                              facts["fra1-data-2"])
-    fake = FakeExecutor()
-    apply_plan(online_plan(inv, states, facts=facts), fake, placement, on_phase=fake.on_phase)
-    return fake
+    fake = fake or FakeExecutor()
+    result = apply_plan(online_plan(inv, states, facts=facts), fake, placement, on_phase=fake.on_phase)
+    return fake, result
 
 
 def test_retirements_go_before_every_phase_in_reverse_phase_order(tmp_path: Path) -> None:
     """While the firewall and the clusters still count the host: Patroni hands over while etcd answers it."""
-    fake = apply_with_retirement(tmp_path)
+    fake, _ = apply_with_retirement(tmp_path)
     assert fake.phases()[:5] == ["retire dns", "retire cache", "retire db", "retire etcd", "base"]
     for phase in ("retire dns", "retire cache", "retire db", "retire etcd"):
         assert [c.hosts for c in fake.in_phase(phase)] == [["fra1-data-2"]]
@@ -129,16 +130,8 @@ def test_retirements_go_before_every_phase_in_reverse_phase_order(tmp_path: Path
 
 
 def test_a_failed_retirement_stops_the_apply_before_anything_else(tmp_path: Path) -> None:
-    inv = load_inventory(retiring_lab(tmp_path))
-    placement = plan_placement(inv)
-    ctx = ConfigContext(inv, placement, secret)
-    states = desired_states(inv, placement, secret)
-    facts = {h: HostFacts() for h in states}
-    facts["fra1-data-2"] = running(*DATA_UNITS)
-    states["fra1-data-2"] = with_retirements(ctx, inv.host("fra1-data-2"), states["fra1-data-2"],
-                                             facts["fra1-data-2"])
-    fake = FakeExecutor().fail("fra1-data-2", "prepare db", phase="retire db")
-    result = apply_plan(online_plan(inv, states, facts=facts), fake, placement, on_phase=fake.on_phase)
+    fake, result = apply_with_retirement(tmp_path, FakeExecutor().fail("fra1-data-2", "prepare db",
+                                                                       phase="retire db"))
     assert fake.phases() == ["retire dns", "retire cache", "retire db"]
     assert result.aborted == "stopped while retiring db on fra1-data-2: nothing else was changed"
     assert result.recap["fra1-data-2"].status == "failed"
