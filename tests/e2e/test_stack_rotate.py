@@ -37,6 +37,14 @@ def psql(lab: Lab, host: str, user: str, password: str, dbname: str = "postgres"
     return r.returncode
 
 
+def replication(lab: Lab, host: str, leader: str, password: str) -> int:
+    """A physical replication connection from `host` to the leader as the replication role (IDENTIFY_SYSTEM)."""
+    mesh = INV.host(leader).mesh_address
+    r = lab.ssh(host, f"PGPASSWORD='{password}' PGCONNECT_TIMEOUT=5 psql -XAt 'host={mesh} user=replicator "
+                      "replication=true' -c IDENTIFY_SYSTEM", timeout=30)
+    return r.returncode
+
+
 def redis_ping(lab: Lab, host: str, port: int, password: str) -> str:
     r = lab.ssh(host, f"REDISCLI_AUTH='{password}' redis-cli --no-auth-warning -h 127.0.0.1 -p {port} ping",
                 timeout=30)
@@ -78,6 +86,10 @@ def test_rotating_every_secret_keeps_serving_and_retires_the_old_passwords(stack
             assert redis_ping(stack, host, port, after["cache-password"]) == "PONG"
             assert redis_ping(stack, host, port, before["cache-password"]) != "PONG", f"{host}:{port} takes the old"
             refused.append(f"redis:{port}@{host}")
+        if host != leader:
+            assert replication(stack, host, leader, after["db-replication-password"]) == 0
+            assert replication(stack, host, leader, before["db-replication-password"]) != 0
+            refused.append(f"replicator@{host}")
         assert patroni_auth(stack, host, before["patroni-rest-password"]) == "401"
         assert patroni_auth(stack, host, after["patroni-rest-password"]) == "200"
     lost = writes.lost()
