@@ -81,10 +81,14 @@ def processes_with_argument(arguments: Iterable[str], proc: Path = PROC) -> list
     return found
 
 
-def still_there(watched: Iterable[Process], current: Iterable[Process]) -> list[Process]:
-    """The watched processes that `current` (a listing made now) still has; a pid used again does not count."""
+def still_there(watched: Iterable[Process], current: Iterable[Process], me: int | None = None) -> list[Process]:
+    """The watched processes that `current` (a listing made now) still has; a pid used again does not count,
+    nor a zombie whose parent is another running program than PID 1 and this one (e.g. the test process that
+    started the lab through the Python API and runs `lab wipe` as a command): it has exited and holds nothing,
+    and only that parent can reap it, whenever it looks."""
     keys = {p.key for p in watched}
-    return [p for p in current if p.key in keys]
+    me = os.getpid() if me is None else me
+    return [p for p in current if p.key in keys and not (p.state == "Z" and p.ppid not in (1, me))]
 
 
 def reap_own_children(processes: Iterable[Process]) -> None:

@@ -64,6 +64,16 @@ def test_a_pid_used_again_by_another_process_is_not_the_killed_one() -> None:
     assert still_there([NSPAWN, SUPERVISOR], [reused, zombie]) == [zombie]
 
 
+def test_a_zombie_another_running_program_must_reap_counts_as_gone() -> None:
+    """The test process started the lab through the Python API and runs `lab wipe` as a command: the supervisor
+    it started is its child, and only it can reap it (it has exited and holds nothing)."""
+    theirs = Process(pid=299, ppid=4242, state="Z", start=4990, comm="sh")
+    ours = Process(pid=300, ppid=77, state="Z", start=5000, comm="systemd-nspawn")
+    assert still_there([SUPERVISOR, NSPAWN], [theirs, ours], me=77) == [ours]
+    running = Process(pid=299, ppid=4242, state="S", start=4990, comm="sh")
+    assert still_there([SUPERVISOR], [running], me=77) == [running]
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
