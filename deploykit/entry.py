@@ -12,10 +12,14 @@ import sys
 from typing import Any
 
 CONNECTING = {"plan", "apply"}
+CONNECTING_SUBCOMMANDS = {("secrets", "rotate")}
 
 
 def needs_gevent(args: list[str]) -> bool:
-    command = next((a for a in args if not a.startswith("-")), "")
+    words = [a for a in args if not a.startswith("-")]
+    command = words[0] if words else ""
+    if tuple(words[:2]) in CONNECTING_SUBCOMMANDS:
+        return True
     return command in CONNECTING and "--offline" not in args
 
 

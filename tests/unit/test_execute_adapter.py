@@ -118,6 +118,8 @@ def test_the_entry_point_patches_before_a_connecting_command_only() -> None:
         from deploykit import entry
         assert entry.needs_gevent(["apply", "inv.yml", "--yes"]) and entry.needs_gevent(["--debug", "plan", "x"])
         assert not entry.needs_gevent(["plan", "inv.yml", "--offline"]) and not entry.needs_gevent(["validate", "x"])
+        assert entry.needs_gevent(["secrets", "rotate", "inv.yml", "--yes"])  # it plans and applies
+        assert not entry.needs_gevent(["secrets", "list", "inv.yml"]) and not entry.needs_gevent(["lab", "up", "x"])
         assert not monkey.is_module_patched("socket")
         entry.patch_gevent()
         sys.exit(0 if monkey.is_module_patched("socket") else 1)
