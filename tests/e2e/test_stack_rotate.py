@@ -16,7 +16,7 @@ from deploykit.lab.lab import Lab
 from deploykit.secrets_store import SecretStore
 from tests.e2e.conftest import LAB_INVENTORY, deploykit
 from tests.e2e.test_stack_grow import DATA, Writer, check_cluster, ok
-from tests.e2e.test_stack_web import stack  # noqa: F401 (the fixture, shared)
+from tests.e2e.test_stack_web import VIP, https, https_url, stack  # noqa: F401 (the fixture, shared)
 
 pytestmark = pytest.mark.e2e
 
@@ -70,6 +70,7 @@ def patroni_auth(lab: Lab, host: str, password: str) -> str:
 
 
 def test_rotating_every_secret_keeps_serving_and_retires_the_old_passwords(stack: Lab, measure) -> None:  # noqa: F811
+    assert https("POST", https_url(VIP["ams1"], "/api/users"), {"name": "e2e-grower"})[0] in (201, 409)
     leader, master = check_cluster(stack, DATA, DATA, DATA)
     before = values()
     assert app_login(stack, before["db-app-password"]) == 0
