@@ -3,11 +3,13 @@ keeps the app serving.
 
 1. Every host must answer (a host left holding an old password could not rejoin): checked before anything.
 2. The store makes the new values and keeps the old ones as *previous* values (secrets_store.rotate).
-3. A first apply. Services that can accept two values accept both while their clients switch one phase after
-   the other (Redis and Sentinel: the ACL takes both hashes; the group still uses the old one among itself);
-   PostgreSQL takes the new role passwords on the leader (ALTER ROLE) before Patroni reloads them, existing
-   connections stay, and the app and HAProxy get theirs in their own phases (drained, one batch at a time).
-4. The previous values are forgotten and a second apply makes every service accept only the new ones.
+3. A first apply gives every client the new values while the services still take the old ones: Redis and
+   Sentinel accept both (the ACL takes both hashes; the group still uses the old one among itself); the app
+   gets the new database password and the one PostgreSQL still holds (a role has only one), tried in that
+   order; PostgreSQL and Patroni keep what they hold (db service: `held`).
+4. The previous values are forgotten and a second apply changes the services: the roles' passwords on the
+   leader (ALTER ROLE, before Patroni reloads; the leader before its replicas), Patroni's credentials, and
+   Redis and Sentinel accept only the new password; the app drops the old one.
 
 A rotation stopped half-way (a failed apply) keeps both values in the store: running the command again
 finishes it without making newer values.

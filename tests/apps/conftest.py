@@ -53,6 +53,9 @@ def services() -> Iterator[Services]:
             capture_output=True,
             timeout=120,
         )
+        # The app role logs in with its password (as on the servers); the tests' superuser is trusted.
+        (root / "pg" / "pg_hba.conf").write_text("local all all trust\nhost all postgres 127.0.0.1/32 trust\n"
+                                                 "host all all 127.0.0.1/32 scram-sha-256\n")
         svc.start_pg()
         svc.psql(f"CREATE ROLE chirp LOGIN PASSWORD '{PASSWORD}'")
         svc.psql("CREATE DATABASE chirp OWNER chirp")

@@ -456,3 +456,30 @@ def test_gunicorn_serves_chirp(clean: Any, services: Services) -> None:
 
 
 assert MASTER  # the fixture's master name is what CHIRP_REDIS_MASTER names
+
+
+# --- a password being rotated (deploykit secrets rotate) ---------------------------------------------------------
+
+
+def test_while_the_password_is_rotated_the_previous_one_is_tried_after_the_new_one(settings: Any) -> None:
+    """The first apply of a rotation gives the app the new password before the database holds it."""
+    import psycopg2
+    from chirp.config import Settings
+    from chirp.db import Database
+
+    rotating = dataclasses.replace(settings, db_password="not-yet-in-the-database",
+                                   db_password_previous=settings.db_password)
+    conn = Database(rotating).connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_user")
+            assert cur.fetchone() == (settings.db_user,)
+    finally:
+        conn.close()
+    # outside a rotation (or with both wrong) a wrong password is the error it is
+    for broken in (dataclasses.replace(settings, db_password="wrong", db_password_previous=None),
+                   dataclasses.replace(settings, db_password="wrong", db_password_previous="wrong-too")):
+        with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+            Database(broken).connect()
+    env = {"CHIRP_DB_PASSWORD": "new", "CHIRP_DB_PASSWORD_PREVIOUS": ""}
+    assert Settings.from_env(env).db_password_previous is None

@@ -92,6 +92,9 @@ class AppHostConfig:
     db_name: str
     db_user: str
     db_password: Secret
+    # While a rotation of the app role's password is under way: the value the database still holds until the
+    # rotation's second apply changes it (the app tries db_password first, then this one).
+    db_password_previous: Secret | None
     sentinels: tuple[str, ...]  # <mesh address>:port of every sentinel, by host name
     redis_master: str  # the name the sentinels monitor
     cache_password: Secret  # Redis requirepass; the sentinels require it too
@@ -123,6 +126,7 @@ class AppHostConfig:
             (f"{p}DB_NAME", self.db_name),
             (f"{p}DB_USER", self.db_user),
             (f"{p}DB_PASSWORD", self.db_password),
+            (f"{p}DB_PASSWORD_PREVIOUS", self.db_password_previous or ""),
             (f"{p}SENTINELS", ",".join(self.sentinels)),
             (f"{p}REDIS_MASTER", self.redis_master),
             (f"{p}REDIS_PASSWORD", self.cache_password),
@@ -280,6 +284,7 @@ def app_config(ctx: ConfigContext, host: Host, source: AppSource | None = None) 
         db_name=APP_DATABASE,
         db_user=APP_USER,
         db_password=ctx.secret(APP_PASSWORD),
+        db_password_previous=ctx.previous(APP_PASSWORD),
         sentinels=tuple(
             f"{inv.host(m.name).mesh_address}:{cache.sentinel_port}"
             for m in sorted(cache.sentinels, key=lambda m: natural_key(m.name))

@@ -159,6 +159,13 @@ def hba_rules(inv: Inventory) -> tuple[HbaRule, ...]:
     return tuple(rules)
 
 
+def held(ctx: ConfigContext, name: str) -> Secret:
+    """The value the cluster holds for `name`: while a rotation is under way, the previous one. PostgreSQL
+    takes one password per role, so the roles change in the rotation's second apply, once every client (the
+    app: it tries the new password, then the previous one) was given the new value in the first."""
+    return ctx.previous(name) or ctx.secret(name)
+
+
 def db_config(ctx: ConfigContext, host: Host) -> DbHostConfig:
     plan, svc = db_plan(ctx.placement), ctx.inv.services.db
     if host.name not in {m.name for m in plan.members}:
@@ -195,14 +202,14 @@ def db_config(ctx: ConfigContext, host: Host) -> DbHostConfig:
         pg_hba=hba_rules(ctx.inv),
         watchdog=svc.watchdog,
         superuser=SUPERUSER,
-        superuser_password=ctx.secret(SUPERUSER_PASSWORD),
+        superuser_password=held(ctx, SUPERUSER_PASSWORD),
         replication_user=REPLICATION_USER,
-        replication_password=ctx.secret(REPLICATION_PASSWORD),
+        replication_password=held(ctx, REPLICATION_PASSWORD),
         rest_user=REST_USER,
-        rest_password=ctx.secret(REST_PASSWORD),
+        rest_password=held(ctx, REST_PASSWORD),
         app_user=APP_USER,
         app_database=APP_DATABASE,
-        app_password=ctx.secret(APP_PASSWORD),
+        app_password=held(ctx, APP_PASSWORD),
         rollout_order=replica_order(ctx, host, plan),
     )
 

@@ -452,3 +452,15 @@ def test_golden(host: str, matches_golden) -> None:
     ]
     for name, content in files.items():
         matches_golden(GOLDEN / f"{host}__{name}.txt", content)
+
+
+def test_during_a_rotation_the_app_gets_the_new_db_password_and_the_previous_one() -> None:
+    from deploykit.services.app.config import app_config
+
+    base = LAB
+    ctx = ConfigContext(base.inv, base.placement, base.secret,
+                        previous=lambda name: Secret(name, "old") if name == "db-app-password" else None)
+    env = dict(app_config(ctx, base.inv.host("fra1-web-1")).environment())
+    assert env["CHIRP_DB_PASSWORD"] == base.secret("db-app-password")
+    assert env["CHIRP_DB_PASSWORD_PREVIOUS"] == Secret("db-app-password", "old")
+    assert dict(app_config(base, base.inv.host("fra1-web-1")).environment())["CHIRP_DB_PASSWORD_PREVIOUS"] == ""

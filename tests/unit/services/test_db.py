@@ -294,3 +294,21 @@ def test_golden(host: str, path: str, matches_golden) -> None:
     content = next(f.content for f in db.desired(config(LAB, host)).files if f.path == path)
     golden = GOLDEN / f"{host}__{Path(path).name}.txt"
     matches_golden(golden, content)
+
+
+def test_while_a_rotation_is_under_way_the_cluster_keeps_the_passwords_it_holds() -> None:
+    """PostgreSQL takes one password per role: the roles change in the rotation's second apply, once the app
+    (which tries the new password, then the previous one) has the new one."""
+    def previous(name: str) -> Secret | None:
+        return Secret(name, "old-" + name)
+
+    rotating = ConfigContext(LAB.inv, LAB.placement, LAB.secret, previous=previous)
+    cfg = config(rotating, "fra1-data-1")
+    assert cfg.app_password.reveal() == "old-db-app-password"
+    assert cfg.replication_password.reveal() == "old-db-replication-password"
+    assert db.desired(cfg).files == db.desired(config(ctx_holding_old(), "fra1-data-1")).files
+
+
+def ctx_holding_old() -> ConfigContext:
+    """The lab before the rotation: every db secret at its old value."""
+    return ConfigContext(LAB.inv, LAB.placement, lambda name: Secret(name, "old-" + name))

@@ -47,6 +47,7 @@ class Settings:
     db_name: str
     db_user: str
     db_password: str
+    db_password_previous: str | None  # also tried while the password is being rotated (deploykit secrets rotate)
     sentinels: tuple[tuple[str, int], ...]
     redis_master: str
     redis_password: str | None
@@ -71,6 +72,7 @@ class Settings:
             db_name=e.get("CHIRP_DB_NAME", "chirp"),
             db_user=e.get("CHIRP_DB_USER", "chirp"),
             db_password=e.get("CHIRP_DB_PASSWORD", ""),
+            db_password_previous=e.get("CHIRP_DB_PASSWORD_PREVIOUS") or None,
             sentinels=tuple(sentinels),
             redis_master=e.get("CHIRP_REDIS_MASTER", "chirp"),
             redis_password=e.get("CHIRP_REDIS_PASSWORD") or None,

@@ -51,14 +51,27 @@ class Database:
         self._local = threading.local()
 
     def connect(self, autocommit: bool = False) -> psycopg2.extensions.connection:
+        """A new connection, with the password, else (while it is being rotated: the database does not hold
+        the new one yet) with the previous one."""
+        s = self.settings
+        try:
+            conn = self._connect(s.db_password)
+        except psycopg2.OperationalError as exc:
+            if not s.db_password_previous or "password authentication failed" not in str(exc):
+                raise
+            conn = self._connect(s.db_password_previous)
+        conn.autocommit = autocommit
+        return conn
+
+    def _connect(self, password: str) -> psycopg2.extensions.connection:
         s = self.settings
         options = f"-c statement_timeout={self.statement_timeout_ms}" if self.statement_timeout_ms else ""
-        conn = psycopg2.connect(
+        return psycopg2.connect(
             host=s.db_host,  # one host or several, comma-separated
             port=s.db_port,  # a single port: libpq uses it for every host
             dbname=s.db_name,
             user=s.db_user,
-            password=s.db_password,
+            password=password,
             connect_timeout=CONNECT_TIMEOUT_S,
             target_session_attrs="read-write",  # never a demoted primary (or, given several hosts, a replica)
             application_name="chirp",
@@ -68,8 +81,6 @@ class Database:
             keepalives_interval=2,
             keepalives_count=2,
         )
-        conn.autocommit = autocommit
-        return conn
 
     def _conn(self) -> psycopg2.extensions.connection:
         conn = getattr(self._local, "conn", None)
