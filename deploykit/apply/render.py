@@ -17,7 +17,7 @@ def plan_data(plan: OnlinePlan) -> dict[str, Any]:
     hosts: dict[str, Any] = {}
     for name, hp in plan.hosts.items():
         hosts[name] = {"status": "change" if hp.changed else "unchanged", "roles": [
-            {"role": rc.role, "packages": list(rc.packages), "masks": list(rc.masks),
+            {"role": rc.role, "retiring": rc.retiring, "packages": list(rc.packages), "masks": list(rc.masks),
              "directories": [d.path for d in rc.directories],
              "files": [{"path": c.file.path, "action": c.action, "diff": c.diff} for c in rc.files],
              "services": [{"name": s.name, "actions": list(s.actions)} for s in rc.services]}
@@ -54,7 +54,10 @@ def print_host_plan(console: Console, hp: HostPlan, show_diffs: bool = True) -> 
     for rc in hp.roles:
         if rc.empty:
             continue
-        console.print(Text(f"  [{rc.role}]", style="bold cyan"))
+        if rc.retiring:  # the role is taken off the host: handed over, then stopped (before every phase)
+            console.print(Text(f"  [{rc.role}] retire: hand over, leave the cluster, stop", style="bold red"))
+        else:
+            console.print(Text(f"  [{rc.role}]", style="bold cyan"))
         for p in rc.packages:
             console.print(Text(f"    + package {p}", style="green"))
         for u in rc.masks:

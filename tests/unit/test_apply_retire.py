@@ -207,3 +207,25 @@ def test_a_leaving_etcd_member_removes_itself_then_stops_and_sets_its_data_aside
     assert any(c.endswith("member remove 8e9e05c52164694d") for c in calls)
     assert calls.index("systemctl stop etcd") > max(i for i, c in enumerate(calls) if "member remove" in c)
     assert not data.exists() and len(list(tmp_path.glob("data.removed-*"))) == 1
+
+
+def test_the_plan_says_which_roles_are_retired(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from deploykit.apply.render import plan_data, print_host_plan
+
+    inv = load_inventory(retiring_lab(tmp_path))
+    placement = plan_placement(inv)
+    ctx = ConfigContext(inv, placement, secret)
+    states = desired_states(inv, placement, secret, [inv.host("fra1-data-2")])
+    facts = {"fra1-data-2": running("patroni")}
+    states["fra1-data-2"] = with_retirements(ctx, inv.host("fra1-data-2"), states["fra1-data-2"],
+                                             facts["fra1-data-2"])
+    plan = online_plan(inv, states, facts=facts)
+    console = Console(record=True, width=200)
+    print_host_plan(console, plan.hosts["fra1-data-2"], show_diffs=False)
+    text = console.export_text()
+    assert "[db] retire: hand over, leave the cluster, stop" in text
+    assert "* service patroni: disable, stop" in text
+    roles = {r["role"]: r for r in plan_data(plan)["hosts"]["fra1-data-2"]["roles"]}
+    assert roles["db"]["retiring"] is True and roles["base"]["retiring"] is False
