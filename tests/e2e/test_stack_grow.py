@@ -249,6 +249,12 @@ def test_reapplying_after_failovers_moves_no_leader(stack: Lab, measure) -> None
     assert not touched, f"the plan after failovers changes {sorted(touched)}"
     apply(LAB_INVENTORY)
     assert check_cluster(stack, DATA, DATA, DATA) == (new_leader, new_master)
+    # Every replica starts again from the config the failovers rewrote (CONFIG REWRITE copies settings into
+    # redis.conf; a copied `user` line once made Redis refuse to start: "Duplicate user").
+    for host in (h for h in DATA if h != new_master):
+        ok(stack, host, "systemctl restart redis-server && /usr/local/lib/deploykit/redis-cli-login 6379 info "
+                        "replication | grep -q '^role:slave'", timeout=60)
+    assert check_cluster(stack, DATA, DATA, DATA) == (new_leader, new_master)
     measure("re-apply after a Patroni and a Redis failover",
             f"leader {leader} -> {new_leader}, master {master} -> {new_master}; plan changes no db/cache/etcd role; "
             "apply kept both")

@@ -27,6 +27,7 @@ import re
 from deploykit.plan.desired import Directory, ManagedFile, RoleState, Unit, Wait
 from deploykit.services.cache.config import CacheHostConfig
 from deploykit.services.cache.sentinel import (
+    ACL_FILE,
     AUTH_CONF,
     CLI_AUTH,
     LOGIN,
@@ -107,6 +108,7 @@ def desired(cfg: CacheHostConfig) -> RoleState:
         "using_password": redis_password((cfg.previous_password or cfg.password).reveal()),
         "sentinel_id": sentinel_id(cfg.master_name, cfg.host),
         "auth_conf": AUTH_CONF,
+        "acl_file": ACL_FILE,
         "hashes": cfg.password_hashes,
     }
     files = (
@@ -117,6 +119,8 @@ def desired(cfg: CacheHostConfig) -> RoleState:
         # server does not take the new one yet.
         ManagedFile(PREVIOUS_AUTH, (cfg.previous_password.reveal() + "\n") if cfg.previous_password else "",
                     mode="0600"),
+        ManagedFile(ACL_FILE, f"user default on {' '.join('#' + h for h in cfg.password_hashes)} ~* &* +@all\n",
+                    mode="0640", group="redis"),
         ManagedFile(AUTH_CONF, render("cache/auth.conf.j2", **ctx), mode="0640", group="redis",
                     after_change=f"(\n{auth_script(cfg.port, cfg.password_hashes)}) || exit 1\n"
                                  + STRIP_REWRITE_COPIES),

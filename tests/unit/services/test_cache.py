@@ -20,6 +20,7 @@ from deploykit.services.cache import SERVICE
 from deploykit.services.cache import state as cache
 from deploykit.services.cache.config import CacheHostConfig, cache_config
 from deploykit.services.cache.sentinel import (
+    ACL_FILE,
     AUTH_CONF,
     LOGIN,
     PREVIOUS_AUTH,
@@ -180,8 +181,15 @@ def test_static_settings() -> None:
 
 def test_passwords_reach_the_acl_as_hashes_and_masterauth() -> None:
     pw_hash = hashlib.sha256(b"s3cr3t-cache-password").hexdigest()
-    assert lines(state("rbx1-data-1"), AUTH_CONF) == [f"user default on #{pw_hash} ~* &* +@all",
-                                                      "masterauth s3cr3t-cache-password"]
+    st = state("rbx1-data-1")
+    assert lines(st, AUTH_CONF) == ["aclfile /etc/redis/deploykit-users.acl", "masterauth s3cr3t-cache-password"]
+    assert file(st, ACL_FILE).content == f"user default on #{pw_hash} ~* &* +@all\n"
+    assert (file(st, ACL_FILE).mode, file(st, ACL_FILE).group) == ("0640", "redis")
+    # the hashes are in the included file too (a comment), so that its change applies them at run time
+    assert f"# accepted: {pw_hash}" in file(st, AUTH_CONF).content
+    # never a `user` line in a file Redis includes: CONFIG REWRITE would copy it into redis.conf, and Redis
+    # refuses to start with a user defined twice (seen on the lab after a failover and a restart)
+    assert not any(ln.startswith("user ") for f in (AUTH_CONF, cache.STATIC_CONF) for ln in lines(st, f))
 
 
 def test_while_a_rotation_is_under_way_both_passwords_are_accepted_and_the_previous_one_used() -> None:
@@ -193,7 +201,8 @@ def test_while_a_rotation_is_under_way_both_passwords_are_accepted_and_the_previ
     new, old = (hashlib.sha256(p.encode()).hexdigest() for p in ("s3cr3t-cache-password", "old-cache-password"))
     assert cfg.password_hashes == (new, old)
     st = cache.desired(cfg)
-    assert lines(st, AUTH_CONF) == [f"user default on #{new} #{old} ~* &* +@all", "masterauth old-cache-password"]
+    assert lines(st, AUTH_CONF) == ["aclfile /etc/redis/deploykit-users.acl", "masterauth old-cache-password"]
+    assert file(st, ACL_FILE).content == f"user default on #{new} #{old} ~* &* +@all\n"
     assert f"user default on #{new} #{old} ~* &* +@all" in lines(st, cache.SENTINEL_CONF)
     assert "sentinel auth-pass chirp-lab old-cache-password" in lines(st, cache.SENTINEL_CONF)
     assert file(st, PREVIOUS_AUTH).content == "old-cache-password\n"
@@ -231,6 +240,7 @@ def test_runtime_rewritten_files_are_seeds_the_rest_managed() -> None:
         cache.CLI_AUTH: False,
         SETTINGS_FILE: False,
         AUTH_CONF: False,
+        ACL_FILE: False,
         PREVIOUS_AUTH: False,
         LOGIN: False,
     }
