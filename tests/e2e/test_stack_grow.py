@@ -123,8 +123,8 @@ def redis_master(lab: Lab, hosts: list[str]) -> str:
 
 def check_cluster(lab: Lab, etcd: list[str], db: list[str], cache: list[str]) -> tuple[str, str]:
     """Every cluster holds exactly these members and is healthy; returns (Patroni leader, Redis master)."""
-    deadline = time.monotonic() + 120
-    while True:  # a replica that just joined streams once its basebackup is done
+    deadline = time.monotonic() + 240
+    while True:  # a replica that just joined (or a former leader cloned again) streams once its basebackup is done
         members = patroni(lab, db[0])
         leader = next((str(m["Member"]) for m in members if m.get("Role") == "Leader"), None)
         replicas = {str(m["Member"]): m for m in members if m.get("Role") != "Leader"}
