@@ -171,6 +171,51 @@ def apply(target: Path, yes: bool, limit: tuple[str, ...], no_diff: bool, accept
                                   accept_new_host_keys=accept_new_host_keys))
 
 
+@cli.command()
+@click.argument("inventory", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--type", "kind", type=click.Choice(["full", "diff", "incr"]), default="full", show_default=True,
+              help="Full, differential (since the last full) or incremental (since the last backup).")
+@click.option("--repo", "repos", multiple=True, help="Only this repository (its host, or repoN; repeatable).")
+def backup(inventory: Path, kind: str, repos: tuple[str, ...]) -> None:
+    """Take a backup of the database now, into every repository (one after the other)."""
+    from deploykit.services.backup.operations import take_backup
+
+    raise SystemExit(take_backup(inventory, kind, repos, out, err))
+
+
+@cli.command()
+@click.argument("inventory", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def backups(inventory: Path, as_json: bool) -> None:
+    """List each repository's backups and the time range a point-in-time restore can reach."""
+    from deploykit.services.backup.operations import list_backups
+
+    raise SystemExit(list_backups(inventory, as_json, out, err))
+
+
+@cli.command()
+@click.argument("inventory", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--time", "when", help="Restore to this time: ISO 8601 with its zone, e.g. 2026-11-30T05:40:00Z.")
+@click.option("--repo", "repos", multiple=True, help="Restore from this repository (its host, or repoN).")
+@click.option("--into", "into", help="A restore drill on this backup host instead; the cluster is not touched.")
+@click.option("--query", help="With --into: SQL to run on the restored copy (in the app's database).")
+@click.option("--keep", is_flag=True, help="With --into: leave the restored copy running for inspection.")
+@click.option("--yes", "-y", is_flag=True, help="Restore without asking for confirmation.")
+def restore(inventory: Path, when: str | None, repos: tuple[str, ...], into: str | None, query: str | None,
+            keep: bool, yes: bool) -> None:
+    """Point-in-time restore of the whole database cluster (--time), or a restore drill (--into HOST)."""
+    from deploykit.services.backup.operations import BackupError, restore_cluster, restore_drill
+
+    if into is not None:
+        raise SystemExit(restore_drill(inventory, into, when, query, keep, out, err))
+    if query or keep:
+        raise BackupError("--query and --keep go with --into HOST (a restore drill)")
+    if when is None:
+        raise BackupError("restore needs --time (the point in time to restore the cluster to), or --into HOST "
+                          "for a drill; `deploykit backups INVENTORY` shows what is recoverable")
+    raise SystemExit(restore_cluster(inventory, when, repos, yes, out, err))
+
+
 @cli.group()
 def secrets() -> None:
     """The generated secrets of an inventory (stored encrypted next to it)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-CONNECTING = {"plan", "apply"}
+CONNECTING = {"plan", "apply", "backup", "backups", "restore"}
 CONNECTING_SUBCOMMANDS = {("secrets", "rotate")}
 
 

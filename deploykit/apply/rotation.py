@@ -40,10 +40,21 @@ NOT_ROTATED = {
 }
 
 
+def not_rotated(name: str) -> str | None:
+    """Why `name` is never rotated (NOT_ROTATED, or a service's `unrotated`), or None."""
+    from fnmatch import fnmatchcase
+
+    from deploykit.services import SERVICES
+
+    if name in NOT_ROTATED:
+        return NOT_ROTATED[name]
+    return next((why for s in SERVICES for pattern, why in s.unrotated.items() if fnmatchcase(name, pattern)), None)
+
+
 def rotatable(store: SecretStore) -> list[str]:
     """The stored secrets a rotation makes anew: not the public ones (certificates: made again from their keys),
-    not those in NOT_ROTATED."""
-    return [n for n in store.names() if n not in NOT_ROTATED and not _public(n)]
+    not those that are never rotated."""
+    return [n for n in store.names() if not_rotated(n) is None and not _public(n)]
 
 
 def _public(name: str) -> bool:
@@ -58,8 +69,8 @@ def chosen(store: SecretStore, names: tuple[str, ...]) -> list[str]:
         return every
     problems = []
     for name in names:
-        if name in NOT_ROTATED:
-            problems.append(f"{name} is not rotated: {NOT_ROTATED[name]}")
+        if (why := not_rotated(name)) is not None:
+            problems.append(f"{name} is not rotated: {why}")
         elif _public(name) and name in store.names():
             problems.append(f"{name} is public and made from its key: rotate the key instead")
         elif name not in every:

@@ -272,8 +272,10 @@ def _read_outcome(name: str, metas: list[tuple[str, Any]], capture: _ErrorCaptur
             return HostOutcome(False, why, outcome.steps_done)
         if not meta.did_succeed(_raise_if_not_complete=False):
             detail = (meta.stderr or meta.stdout or "").strip().splitlines()[-3:]
-            return HostOutcome(False, f"{description}: " + (" | ".join(detail) or "failed"), outcome.steps_done)
+            return HostOutcome(False, f"{description}: " + (" | ".join(detail) or "failed"), outcome.steps_done,
+                               output=meta.stdout or "")
         outcome.steps_done += 1
+        outcome.output = meta.stdout or ""
         if on_step:
             on_step(name, description)
     return outcome

@@ -45,6 +45,7 @@ class HostOutcome:
     steps_done: int = 0
     # False: the host was not sent its steps at all (a rollout stopped before it); it runs what it ran before.
     attempted: bool = True
+    output: str = ""  # what the last step that ran printed (stdout): commands that report (backups, restore)
 
 
 POLICY_RC = "/usr/sbin/policy-rc.d"

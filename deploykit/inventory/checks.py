@@ -20,6 +20,7 @@ from deploykit.inventory.meshchecks import MeshEntry, build_mesh
 from deploykit.inventory.model import (
     LEVELS,
     AppService,
+    BackupService,
     CacheService,
     DbService,
     DnsService,
@@ -378,6 +379,7 @@ def _build_services(spec: schema.ServicesSpec | None, tls: LbTls) -> Services:
         lb=LbService(**spec.lb.model_dump(exclude={"tls"}), tls=tls),
         dns=DnsService(ttl=spec.dns.ttl, names=tuple(spec.dns.names), check_interval=spec.dns.check_interval,
                        check_timeout=spec.dns.check_timeout),
+        backup=BackupService(**spec.backup.model_dump()),
     )
 
 
@@ -427,6 +429,14 @@ def _check_tiers(src: Source, sites: dict[str, Site | None], entries: list[_Entr
     if any(h.has("db") for h in hosts) and not etcd:
         src.error(("hosts",), "the db tier needs etcd (Patroni keeps its leader lock there): give the 'etcd' "
                   "role to an odd number of hosts, e.g. the db hosts")
+    repos = [h for h in hosts if h.has("backup")]
+    if repos and all(h.has("db") for h in repos):
+        src.error(("hosts", entry_of[repos[0].name].key, "roles"),
+                  f"every backup host is also a db host ({', '.join(h.name for h in repos)}): a database server "
+                  "lost would take its backups with it; give the 'backup' role to a host without 'db' too")
+    if repos and not any(h.has("db") for h in hosts):
+        src.warn(("hosts", entry_of[repos[0].name].key, "roles"), "there are backup hosts but no 'db' host: "
+                 "nothing to back up")
     if any(h.has("app") for h in hosts) and not any(h.has("lb") for h in hosts):
         src.warn(("hosts",), "there are app hosts but no 'lb' host: nothing will load-balance them")
     if "rack" in levels:

@@ -136,6 +136,21 @@ class DnsService:
     check_timeout: int = 2  # seconds a health check may take before the address counts as down
 
 
+@dataclass(frozen=True, slots=True)
+class BackupService:
+    """pgBackRest repositories on the `backup` hosts (services/backup): retention, schedules, archiving."""
+
+    retention_full: int = 2  # full backups kept per repository (with their differentials and WAL)
+    retention_diff: int = 6  # differential backups kept per repository
+    full: str = "Sun *-*-* 01:00:00"  # systemd OnCalendar of the full backups
+    diff: str = "Mon..Sat *-*-* 01:00:00"  # systemd OnCalendar of the differential backups
+    archive_timeout: int = 60  # seconds: an idle primary still archives a WAL segment this often (RPO bound)
+    # MiB of WAL PostgreSQL may keep for an unreachable repository; beyond it pgBackRest drops the waiting WAL
+    # (PostgreSQL keeps serving, but point-in-time recovery has a gap until the next backup).
+    archive_queue_max_mib: int = 4096
+    process_max: int = 2  # pgBackRest processes per backup or restore
+
+
 DEFAULT_MESH_NETWORK = IPv4Network("10.213.0.0/16")
 MESH_INTERFACE = "mesh0"
 
@@ -157,6 +172,7 @@ class Services:
     etcd: EtcdService = field(default_factory=EtcdService)
     lb: LbService = field(default_factory=LbService)
     dns: DnsService = field(default_factory=DnsService)
+    backup: BackupService = field(default_factory=BackupService)
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,6 +126,23 @@ class DnsSpec(_Spec):
     check_timeout: Annotated[StrictInt, Field(ge=1, le=30)] = 2
 
 
+class BackupSpec(_Spec):
+    retention_full: Annotated[StrictInt, Field(ge=1, le=100)] = 2
+    retention_diff: Annotated[StrictInt, Field(ge=1, le=1000)] = 6
+    full: StrictStr = "Sun *-*-* 01:00:00"  # systemd OnCalendar
+    diff: StrictStr = "Mon..Sat *-*-* 01:00:00"  # systemd OnCalendar
+    archive_timeout: Annotated[StrictInt, Field(ge=10, le=3600)] = 60
+    archive_queue_max_mib: Annotated[StrictInt, Field(ge=64, le=1_048_576)] = 4096
+    process_max: Annotated[StrictInt, Field(ge=1, le=32)] = 2
+
+    @field_validator("full", "diff")
+    @classmethod
+    def _calendar(cls, value: str) -> str:
+        if not value.strip() or any(c in value for c in "\n'\"`$;&|<>"):
+            raise ValueError("write a systemd OnCalendar expression such as 'Sun *-*-* 01:00:00' or 'daily'")
+        return value.strip()
+
+
 class MeshSpec(_Spec):
     network: StrictStr | None = None  # default: model.DEFAULT_MESH_NETWORK
     port: Port = 51820
@@ -139,6 +156,7 @@ class ServicesSpec(_Spec):
     etcd: EtcdSpec = Field(default_factory=EtcdSpec)
     lb: LbSpec = Field(default_factory=LbSpec)
     dns: DnsSpec = Field(default_factory=DnsSpec)
+    backup: BackupSpec = Field(default_factory=BackupSpec)
 
 
 class TopSpec(_Spec):

@@ -6,7 +6,7 @@ are explicit: a service that fails to import is an error at start-up, never a si
 
 from __future__ import annotations
 
-from deploykit.services import app, base, cache, db, dns, etcd, lb, mesh
+from deploykit.services import app, backup, base, cache, db, dns, etcd, lb, mesh
 from deploykit.services.contract import Service
 
 SERVICES: tuple[Service, ...] = (
@@ -14,6 +14,7 @@ SERVICES: tuple[Service, ...] = (
     mesh.SERVICE,
     etcd.SERVICE,
     db.SERVICE,
+    backup.SERVICE,
     cache.SERVICE,
     lb.SERVICE,
     app.APP,

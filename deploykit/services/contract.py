@@ -208,6 +208,8 @@ class Service:
     drain_backend: ClassVar[str | None] = None
     # Names (fnmatch patterns) of the secrets it owns; a secret asked for by no service's list is a bug.
     secrets: ClassVar[tuple[str, ...]] = ()
+    # Those of its secrets (fnmatch patterns) that `deploykit secrets rotate` leaves alone, and why.
+    unrotated: ClassVar[dict[str, str]] = {}
     # Where its column goes in the resilience table: from the edge (small) inward (large).
     tier_column: ClassVar[int] = 100
     # Debian packages it installs (for the lab's image); its desired state lists them per host.

@@ -57,6 +57,8 @@ class Writer:
     site: str
     every: float = 0.05
     phase: str = "start"  # set by the test: which step a failed request fell into
+    timeout: float = 5  # seconds a post may take (set by the test per step)
+    slowest: dict[str, float] = field(default_factory=dict)  # step -> the longest acknowledged post (s)
     acked: list[int] = field(default_factory=list)
     failed: list[tuple[str, float, int, float]] = field(default_factory=list)  # phase, at, status, took
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -71,9 +73,10 @@ class Writer:
         t_start = time.monotonic()
         while not self._stop.is_set():
             t0 = time.monotonic()
-            code, answer = https("POST", https_url(VIP[self.site], "/api/posts"), body, timeout=5)
+            code, answer = https("POST", https_url(VIP[self.site], "/api/posts"), body, timeout=self.timeout)
             if code == 201 and isinstance(answer, dict):
                 self.acked.append(int(answer["id"]))
+                self.slowest[self.phase] = max(self.slowest.get(self.phase, 0.0), time.monotonic() - t0)
             else:
                 self.failed.append((self.phase, round(t0 - t_start, 1), code, round(time.monotonic() - t0, 1)))
             time.sleep(self.every)
@@ -203,13 +206,19 @@ def test_grow_shrink_and_replace_hosts_of_every_data_tier_under_load(stack: Lab,
     grow_failed, grow_acked = list(writes.failed), len(writes.acked)
     lost = writes.lost()
 
-    # Replace a data host that leads nothing: a new disk and host key, same name and address.
+    # Replace a data host that leads nothing: a new disk and host key, same name and address. The wipe is a
+    # server dying, not an operation: if it was the synchronous standby, commits wait until Patroni names
+    # another one, once the dead member's key expires in etcd (Patroni 3.0 has no quorum commit), so posts may
+    # take up to about `ttl` seconds then. They are waited for (and the longest is printed), not failed.
     victim = next(h for h in DATA if h not in (leader, master))
+    was_sync = any(m.get("Role") == "Sync Standby" for m in patroni(stack, leader) if m["Member"] == victim)
+    stall_budget = INV.services.db.ttl + 4 * INV.services.db.loop_wait + 5
     with Writer("fra1") as replace:
-        replace.phase = "wipe"
+        replace.phase, replace.timeout = "wipe", stall_budget
         r = deploykit("lab", "wipe", "--inventory", str(LAB_INVENTORY), victim, timeout=600)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        replace.phase = "replace"
+        time.sleep(stall_budget)  # posts sent while the wiped host was still counted as the sync standby
+        replace.phase, replace.timeout = "replace", 5
         took = apply(LAB_INVENTORY)
         figures.append(f"replace {victim} {took:.1f} s")
         after = check_cluster(stack, DATA, DATA, DATA)
@@ -218,7 +227,9 @@ def test_grow_shrink_and_replace_hosts_of_every_data_tier_under_load(stack: Lab,
     failed = grow_failed + replace.failed
     measure("day two: grow 9 -> 12 hosts (5 etcd, 5 db, 5 cache), shrink back, replace a wiped data host",
             "; ".join(figures) + f"; {grow_acked + len(replace.acked)} posts acknowledged, {len(lost)} lost, "
-            f"{len(failed)} failed requests {failed[:10]}")
+            f"{len(failed)} failed requests {failed[:10]}; slowest post while {victim} "
+            f"({'the sync standby' if was_sync else 'an asynchronous standby'}) was wiped: "
+            f"{replace.slowest.get('wipe', 0):.1f} s, while it was replaced: {replace.slowest.get('replace', 0):.1f} s")
     assert not lost, f"acknowledged posts lost: {lost[:20]}"
     assert grow_acked > 100 and replace.acked
     assert not failed, f"{len(failed)} requests failed (target 0; phase, s after start, status, took): {failed[:10]}"

@@ -49,7 +49,7 @@ def verdicts(lab, lost=(), failed_in=None):
 
 def test_tiers_with_every_host_are_all_up(lab):
     v = verdicts(lab)
-    assert list(v) == ["etcd", "db", "cache", "lb", "app", "worker", "dns"]
+    assert list(v) == ["etcd", "db", "backup", "cache", "lb", "app", "worker", "dns"]
     assert {x.status for x in v.values()} == {Status.UP}
     assert shortfall(v) == ""
 

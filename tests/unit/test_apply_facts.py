@@ -19,6 +19,8 @@ from deploykit.facts_store import facts_path, load_facts, merge_facts
 from deploykit.inventory import load_inventory
 from deploykit.plan import plan_placement
 from deploykit.secrets_store import SecretStore
+from deploykit.services.backup.config import HOST_KEY_FACT as BACKUP_HOST_KEY
+from deploykit.services.backup.config import KEY_FACT as BACKUP_KEY
 from deploykit.services.mesh import keys
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +58,8 @@ def test_stored_facts_fill_in_for_hosts_not_read_but_never_moments() -> None:
 @pytest.fixture
 def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """inventories/lab.yml copied to tmp_path (its state files are written there), with fakes for connect and
-    probe that answer like hosts with nothing installed, and whose mesh keys are `key-<host>`."""
+    probe that answer like hosts with nothing installed, whose mesh keys are `key-<host>` and, where the probe
+    asks for them, whose pgBackRest keys are `ssh-ed25519 user-<host>` and `ssh-ed25519 host-<host>`."""
     (tmp_path / "keys").mkdir()
     (tmp_path / "inventories").mkdir()
     monkeypatch.setenv("DEPLOYKIT_KEY_FILE", str(tmp_path / "keys" / "key"))
@@ -73,7 +76,9 @@ def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         seen.update(specs)
         out = {}
         for name, spec in specs.items():
-            lines = answers.get(name, [f"@@FACT mesh-public-key key-{name}", "@@FACT mesh-kernel userspace"])
+            backup = [f"@@FACT {BACKUP_KEY} ssh-ed25519 user-{name}",
+                      f"@@FACT {BACKUP_HOST_KEY} ssh-ed25519 host-{name}"] if BACKUP_KEY in dict(spec.facts) else []
+            lines = answers.get(name, [f"@@FACT mesh-public-key key-{name}", "@@FACT mesh-kernel userspace", *backup])
             out[name] = parse_probe(spec, [*lines, "@@END"])
         return out, {}
 
@@ -114,7 +119,9 @@ def test_the_mesh_config_is_computed_with_the_keys_just_read(lab) -> None:
 def test_keys_are_kept_beside_the_inventory_and_used_for_hosts_not_reached(lab) -> None:
     lab.plan()
     stored = json.loads(facts_path(lab.inv).read_text())
-    assert stored["ams1-data-1"] == {"mesh-kernel": "userspace", "mesh-public-key": "key-ams1-data-1"}
+    assert stored["ams1-data-1"] == {"backup-host-key": "ssh-ed25519 host-ams1-data-1",
+                                     "backup-ssh-key": "ssh-ed25519 user-ams1-data-1",
+                                     "mesh-kernel": "userspace", "mesh-public-key": "key-ams1-data-1"}
     plan = lab.plan(hosts=[lab.inv.host("fra1-web-1")])  # as with --limit fra1-web-1
     assert "PublicKey = key-ams1-data-1" in mesh_conf(plan, "fra1-web-1")
     assert load_facts(lab.inv)["ams1-data-1"]["mesh-public-key"] == "key-ams1-data-1"

@@ -20,8 +20,8 @@ def test_default_roles_are_the_registered_services_roles(make_inventory, base_ho
     inv, problems = check_inventory(F)
     assert inv is None
     assert [p.render() for p in problems] == [
-        f"{F}:11: hosts/fra1-data-1/roles/0: unknown role 'search' (expected one of: app, cache, db, dns, etcd, "
-        "lb, worker)"
+        f"{F}:11: hosts/fra1-data-1/roles/0: unknown role 'search' (expected one of: app, backup, cache, db, dns, "
+        "etcd, lb, worker)"
     ]
     assert [p.render() for p in check_inventory(F, roles=None)[1]] == [p.render() for p in problems]
 
@@ -68,6 +68,6 @@ def test_hosts_without_roles_are_told_the_given_roles(make_inventory, base_hosts
     _, problems = check_inventory(F, roles=EXTRA)
     errors = [p.render() for p in problems if p.severity == "error"]
     assert f"{F}:10: hosts/fra1-web-[1:2]: this host has no roles; add e.g. roles: [app] (one or more of: " \
-           "dns, lb, app, worker, db, etcd, cache, search)" in errors
+           "dns, lb, app, worker, db, etcd, cache, backup, search)" in errors
     assert f"{F}:12: hosts/rbx1-web-[1:2]/roles: this host has no roles; give it at least one of: " \
-           "dns, lb, app, worker, db, etcd, cache, search (or roles: [] to retire every role it ran)" in errors
+           "dns, lb, app, worker, db, etcd, cache, backup, search (or roles: [] to retire every role it ran)" in errors

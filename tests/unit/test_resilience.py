@@ -36,7 +36,7 @@ def test_lab_inventory_survives_every_provider_and_site(repo_root: Path) -> None
     report = analyse_resilience(inv, plan_placement(inv))
     assert report.survives
     assert report.failure_domains == ("provider", "site")
-    assert report.tiers == ("dns", "lb", "app", "worker", "db", "etcd", "cache")
+    assert report.tiers == ("dns", "lb", "app", "worker", "db", "etcd", "cache", "backup")
     assert [(s.level, s.unit) for s in report.scenarios] == [
         ("provider", "hetzner"), ("provider", "leaseweb"), ("provider", "ovh"),
         ("site", "ams1"), ("site", "fra1"), ("site", "rbx1"),
@@ -307,7 +307,7 @@ def test_scenario_status_is_the_worst_verdict() -> None:
     assert Scenario("site", "a", (), ()).status is Status.UP
     assert [s.rank for s in Status] == [0, 1, 2]
     columns = tuple(s.name for s in sorted(SERVICES, key=lambda s: s.tier_column) if not s.every_host)
-    assert columns == ("dns", "lb", "app", "worker", "db", "etcd", "cache")
+    assert columns == ("dns", "lb", "app", "worker", "db", "etcd", "cache", "backup")
 
 
 def test_one_scenario_per_unit_per_level(make_inventory, plan_text) -> None:

@@ -168,7 +168,7 @@ def test_the_apply_runs_its_phase_after_the_others_and_stops_on_its_tier(inv: In
     fake = FakeExecutor()
     result = apply_plan(online_plan(inv, states), fake, placement, on_phase=fake.on_phase, services=WITH_SEARCH)
     assert result.ok
-    assert fake.phases() == ["base", "mesh", "etcd", "db", "cache", "lb", "app", "search"]
+    assert fake.phases() == ["base", "mesh", "etcd", "db", "backup", "cache", "lb", "app", "search"]
     assert fake.briefs()[-1] == ("search", "change", ("fra1-search-1", "rbx1-search-1"))
     assert fake.calls[-1].descriptions("fra1-search-1")[0] == "install sphinxsearch"
 

@@ -18,7 +18,7 @@ from deploykit.inventory import Inventory, check_inventory, load_inventory
 from deploykit.inventory import load as load_module
 
 F = "inventory.yml"
-ROLES_LIST = "dns, lb, app, worker, db, etcd, cache"
+ROLES_LIST = "dns, lb, app, worker, db, etcd, cache, backup"
 
 
 # --- the base and the shipped inventories --------------------------------------------------------------------
@@ -899,8 +899,8 @@ def test_unknown_role_on_its_own_line(make_inventory, base_hosts, check_text) ->
         "  fra1-web-[1:2]:\n    address: 10.1.0.11\n    site: fra1\n    roles:\n      - lb\n      - web\n")
     checked = check_text(text)
     assert checked.only_error() == (
-        f"{F}:15: hosts/fra1-web-[1:2]/roles/1: unknown role 'web' (expected one of: app, cache, db, dns, etcd, "
-        "lb, worker)"
+        f"{F}:15: hosts/fra1-web-[1:2]/roles/1: unknown role 'web' (expected one of: app, backup, cache, db, dns, "
+        "etcd, lb, worker)"
     )
 
 

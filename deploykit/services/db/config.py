@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
 
 from deploykit.inventory.model import Host, Inventory
 from deploykit.plan.placement import Placement
@@ -28,6 +29,9 @@ from deploykit.services.contract import ConfigContext
 from deploykit.services.db.placement import DbPlan, db_plan
 from deploykit.services.etcd.placement import etcd_plan
 from deploykit.services.lb.placement import LbMember, lb_sites
+
+if TYPE_CHECKING:
+    from deploykit.services.backup.archiving import WalArchiving
 
 PG_VERSION = 15
 APP_USER = "chirp"
@@ -100,6 +104,7 @@ class DbHostConfig:
     app_database: str
     app_password: Secret
     rollout_order: int  # 0: the leader (or nobody leads yet), 1: a replica of a running leader
+    archiving: WalArchiving  # restore_command and replica methods (archive_command is in dcs.parameters)
 
 
 def primary_load_balancers(placement: Placement, site: str) -> tuple[LbMember, ...]:
@@ -121,7 +126,14 @@ def max_connections(ctx: ConfigContext) -> int:
 
 def shared_parameters(ctx: ConfigContext) -> tuple[tuple[str, str], ...]:
     senders = max(10, len(db_plan(ctx.placement).members) + 4)
+    from deploykit.services.backup.archiving import wal_archiving  # (backup's package imports this one)
+
+    archiving = wal_archiving(ctx.inv)
     return (
+        # On from the first start (a restart to change): without backup hosts the command archives nothing.
+        ("archive_command", archiving.archive_command),
+        ("archive_mode", "on"),
+        ("archive_timeout", f"{archiving.archive_timeout}s"),
         ("hot_standby", "on"),
         ("max_connections", str(max_connections(ctx))),
         ("max_replication_slots", str(senders)),
@@ -167,6 +179,8 @@ def held(ctx: ConfigContext, name: str) -> Secret:
 
 
 def db_config(ctx: ConfigContext, host: Host) -> DbHostConfig:
+    from deploykit.services.backup.archiving import wal_archiving  # (backup's package imports this one)
+
     plan, svc = db_plan(ctx.placement), ctx.inv.services.db
     if host.name not in {m.name for m in plan.members}:
         raise ValueError(f"{host.name} is not a db member")
@@ -211,6 +225,7 @@ def db_config(ctx: ConfigContext, host: Host) -> DbHostConfig:
         app_database=APP_DATABASE,
         app_password=held(ctx, APP_PASSWORD),
         rollout_order=replica_order(ctx, host, plan),
+        archiving=wal_archiving(ctx.inv),
     )
 
 

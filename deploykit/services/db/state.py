@@ -27,6 +27,17 @@ def drop_debian_cluster() -> str:
     return f"if [ -d {main} ]; then pg_dropcluster --stop {PG_VERSION} main; fi"
 
 
+def no_debian_cluster() -> ManagedFile:
+    """createcluster.d's setting, in place before postgresql-15 is installed: its install then never creates
+    Debian's cluster (any role that installs postgresql-15 writes it: db, and backup for its restore drills)."""
+    return ManagedFile(
+        "/etc/postgresql-common/createcluster.d/60-deploykit.conf",
+        render("db/createcluster.conf.j2"),
+        before_install=True,
+        after_change=drop_debian_cluster(),
+    )
+
+
 def apply_dynamic_config(cfg: DbHostConfig) -> str:
     """Patroni reads bootstrap.dcs only when it initialises the cluster; afterwards the cluster-wide settings
     live in etcd. This pushes the changed file there. Before the cluster exists (the first deploy: Patroni
@@ -87,13 +98,7 @@ def desired(cfg: DbHostConfig) -> RoleState:
         app_password=cfg.app_password.reveal(),
     )
     files = (
-        ManagedFile(
-            "/etc/postgresql-common/createcluster.d/60-deploykit.conf",
-            render("db/createcluster.conf.j2"),
-            # in place before postgresql-15 is installed: its install then never creates Debian's cluster
-            before_install=True,
-            after_change=drop_debian_cluster(),
-        ),
+        no_debian_cluster(),
         *watchdog_files(cfg),
         ManagedFile(POST_INIT, post_init, mode="0700", owner="postgres", group="postgres"),
         # Patroni is reloaded (SIGHUP), not restarted, on a change: a restart stops PostgreSQL, and on the
