@@ -207,6 +207,9 @@ def restore(inventory: Path, when: str | None, repos: tuple[str, ...], into: str
     from deploykit.services.backup.operations import BackupError, restore_cluster, restore_drill
 
     if into is not None:
+        if repos:
+            raise BackupError("--repo does not go with --into: a drill restores from the backup host's own "
+                              "repository (name the host of the repository to drill with --into)")
         raise SystemExit(restore_drill(inventory, into, when, query, keep, out, err))
     if query or keep:
         raise BackupError("--query and --keep go with --into HOST (a restore drill)")

@@ -6,10 +6,10 @@ whole cluster after an operator error, a restore drill, and both with one reposi
   VIPs, one leader, replicas streaming (cloned from the leader or a backup on the new timeline).
 - The repositories hold no plaintext of a known post, and every file in them is encrypted (OpenSSL's
   "Salted__" header of pgBackRest's aes-256-cbc).
-- The leader moves to fra1-data-1, whose provider (hetzner, with repository fra1-web-2) is powered off: Patroni
-  fails over; a post written after the failover is backed up into the other repository (`deploykit backup
-  --repo ams1-web-2`) and found by a restore drill there (`restore --into ams1-web-2`): archiving followed the
-  new primary without a config change.
+- The provider of the leader (moved first, if needed, to a provider with a repository) is powered off, with
+  one repository: Patroni fails over; a backup goes into the other repository (`deploykit backup --repo`), and
+  a post written after it is found by a restore drill there (`restore --into`): archiving followed the new
+  primary without a config change.
 
 Runs after test_stack_mesh and before test_stack_rotate (same lab session; reuses the applied stack) and
 leaves the stack as it found it: every server up, one leader, every replica streaming.
@@ -26,7 +26,7 @@ import pytest
 from deploykit.inventory import load_inventory
 from deploykit.lab.lab import Lab
 from tests.e2e.conftest import LAB_INVENTORY, deploykit
-from tests.e2e.test_stack_grow import DATA, PATRONICTL, check_cluster, ok, patroni_leader
+from tests.e2e.test_stack_grow import DATA, PATRONICTL, check_cluster, ok, patroni, patroni_leader
 from tests.e2e.test_stack_web import VIP, https, https_url, stack  # noqa: F401 (the fixture, shared)
 
 pytestmark = pytest.mark.e2e
@@ -96,6 +96,11 @@ def test_point_in_time_restore_after_an_operator_error(stack: Lab, measure) -> N
     missing = [(pid, site) for site in VIP for pid in (*a, *b) if readable(pid, site) != 200]
     assert not missing, f"posts not restored (post, site): {missing[:20]}"
     leader, _ = check_cluster(stack, DATA, DATA, DATA)  # one leader, every replica streaming (numeric lag)
+    # The replicas were built again from a backup (create_replica_methods: pgbackrest first), not from the leader.
+    methods = {h: ok(stack, h, "journalctl -u patroni --since '-15 min' --no-pager | "
+                               "grep -o 'replica has been created using [a-z_]*' | tail -n 1")
+               for h in DATA if h != leader}
+    assert all("using pgbackrest" in m for m in methods.values()), methods
     after = post("written after the restore")
     assert all(readable(after, site) == 200 for site in VIP)
 
@@ -108,24 +113,31 @@ def test_point_in_time_restore_after_an_operator_error(stack: Lab, measure) -> N
         assert re.fullmatch(r"\s*\d+ Salted__\s*", heads), (repo, heads)
     measure("point-in-time restore after an operator error (40 posts deleted on the leader)",
             f"restore {restore_s:.1f} s (command {took:.1f} s); {len(a) + len(b)} posts back through all 3 VIPs; "
-            f"leader {leader}; every file in {len(REPOS)} repositories encrypted, no plaintext")
+            f"leader {leader}; replicas built from a backup ({', '.join(methods)}); every file in {len(REPOS)} "
+            "repositories encrypted, no plaintext")
 
 
 def test_backup_and_restore_drill_with_a_repository_provider_powered_off(stack: Lab, measure) -> None:  # noqa: F811
-    lost_repo = "fra1-web-2"
-    provider = INV.host(lost_repo).provider
-    victims = [h.name for h in INV.hosts if h.provider == provider]
-    other = next(r for r in REPOS if INV.host(r).provider != provider)
-    home = next(h for h in DATA if INV.host(h).provider == provider)
+    repo_providers = {INV.host(r).provider: r for r in REPOS}
     leader = patroni_leader(stack, DATA[0])
-    if leader != home:  # the leader goes down with the provider: archiving must follow the failover
-        ok(stack, leader, f"{PATRONICTL} switchover --leader {leader} --candidate {home} --force", timeout=120)
-        deadline = time.monotonic() + 60
-        while patroni_leader(stack, DATA[-1]) != home:
-            assert time.monotonic() < deadline, "the switchover did not happen"
+    if INV.host(leader).provider not in repo_providers:
+        # The leader goes down with a repository's provider (archiving must follow the failover): in synchronous
+        # mode Patroni switches over only to the synchronous standby, at a provider with a repository here.
+        sync = next(str(m["Member"]) for m in patroni(stack, leader) if m.get("Role") == "Sync Standby")
+        assert INV.host(sync).provider in repo_providers, (leader, sync)
+        ok(stack, leader, f"{PATRONICTL} switchover --leader {leader} --candidate {sync} --force", timeout=120)
+        deadline = time.monotonic() + 90
+        while patroni_leader(stack, sync) != sync:
+            assert time.monotonic() < deadline, f"the switchover to {sync} did not happen"
             time.sleep(1)
         check_cluster(stack, DATA, DATA, DATA)
+        leader = sync
+    home, provider = leader, INV.host(leader).provider
+    lost_repo = repo_providers[provider]
+    victims = [h.name for h in INV.hosts if h.provider == provider]
+    other = next(r for r in REPOS if r != lost_repo)
     survivors = [h for h in DATA if h != home]
+    live = [site for site in VIP if INV.sites[site].provider != provider]  # sites whose VIP stays up
     stack.kill(victims)
     try:
         deadline = time.monotonic() + 120
@@ -138,12 +150,12 @@ def test_backup_and_restore_drill_with_a_repository_provider_powered_off(stack: 
                 break
             assert time.monotonic() < deadline, "no failover after the leader's provider was powered off"
             time.sleep(1)
-        before = post("backed up with a repository's provider off", site="rbx1")
+        before = post("backed up with a repository's provider off", site=live[0])
         t0 = time.monotonic()
         backed = run("backup", str(LAB_INVENTORY), "--repo", other, "--type", "diff")
         backup_s = time.monotonic() - t0
         assert " diff backup " in backed, backed
-        after = post("archived from the new primary", site="ams1")
+        after = post("archived from the new primary", site=live[-1])
         drill = run("restore", str(LAB_INVENTORY), "--into", other, "--query",
                     f"select max(id), max(created_at) from posts where id in ({before}, {after})")
         drill_s = seconds(r"restore drill on \S+ from repo\d \(to the newest WAL\): ([0-9.]+) s", drill)

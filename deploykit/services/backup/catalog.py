@@ -59,14 +59,18 @@ def parse_info(index: int, host: str, stanza: str, text: str, newest_wal: str) -
     encrypted = bool(repos) and repos[0].get("cipher", "none") != "none"
     status = str((repos[0] if repos else entry).get("status", {}).get("message", "unknown"))
     backups = []
-    for b in entry.get("backup", []):
-        if b.get("database", {}).get("repo-key", index) != index:
-            continue
-        stamp, sizes, wal = b.get("timestamp", {}), b.get("info", {}), b.get("archive", {})
-        backups.append(BackupEntry(str(b.get("label")), str(b.get("type")), _at(stamp["start"]), _at(stamp["stop"]),
-                                   int(sizes.get("size", 0)), int(sizes.get("repository", {}).get("delta", 0)),
-                                   str(wal.get("start", "")), str(wal.get("stop", ""))))
-    wal_time = _at(float(newest_wal)) if newest_wal.strip() else None
+    try:
+        for b in entry.get("backup", []):
+            if b.get("database", {}).get("repo-key", index) != index:
+                continue
+            stamp, sizes, wal = b.get("timestamp", {}), b.get("info", {}), b.get("archive", {})
+            backups.append(BackupEntry(str(b.get("label")), str(b.get("type")), _at(stamp["start"]),
+                                       _at(stamp["stop"]), int(sizes.get("size", 0)),
+                                       int(sizes.get("repository", {}).get("delta", 0)),
+                                       str(wal.get("start", "")), str(wal.get("stop", ""))))
+        wal_time = _at(float(newest_wal)) if newest_wal.strip() else None
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise CatalogError(f"{host}: pgBackRest's info has an entry this does not understand ({exc!r})") from exc
     return RepoCatalog(index, host, status, encrypted, tuple(backups), wal_time)
 
 

@@ -5,6 +5,7 @@ executor and is timed; a step that fails stops the command and says what state i
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +35,8 @@ from deploykit.services.backup.catalog import (
 from deploykit.services.backup.placement import BackupPlan, Repository, backup_plan
 from deploykit.services.db.config import APP_DATABASE, PG_VERSION
 from deploykit.services.db.placement import db_plan
+
+WAL_NAME = re.compile(r"[0-9A-F]{24}")  # a WAL segment's file name: timeline, log, segment
 
 
 class BackupError(DeploykitError):
@@ -127,7 +130,7 @@ def _catalogs(remote: Remote, plan: BackupPlan, repos: list[Repository]) -> tupl
         try:
             catalogs.append(parse_info(r.index, r.host, plan.stanza, text, newest))
         except CatalogError as exc:
-            problems.append(str(exc))
+            problems.append(f"repo{r.index} ({r.host}): {exc}")
     return catalogs, problems
 
 
@@ -151,7 +154,11 @@ def take_backup(path: Path, kind: str, wanted: tuple[str, ...], out: Console, er
                 err.print(Text(f"repo{r.index} ({r.host}): {kind} backup failed after {took:.1f} s: "
                                f"{o[r.host].error}", style="red"))
                 continue
-            newest = parse_info(r.index, r.host, plan.stanza, o[r.host].output, "").backups
+            try:
+                newest = parse_info(r.index, r.host, plan.stanza, o[r.host].output, "").backups
+            except CatalogError as exc:  # backed up; only the report is unreadable
+                err.print(Text(f"repo{r.index} ({r.host}): {exc}", style="yellow"))
+                newest = ()
             what = (f"{newest[-1].label}, {_mib(newest[-1].size)} (stored {_mib(newest[-1].stored)})"
                     if newest else "no backup listed")
             out.print(f"repo{r.index} ({r.host}): {kind} backup {what} in {took:.1f} s")
@@ -224,8 +231,37 @@ def _target(text: str) -> datetime:
     return target
 
 
+def _archive_now(remote: Remote, plan: BackupPlan, port: int, leader: str | None,
+                 repos: list[Repository], required: bool = False) -> None:
+    """Everything committed until now into each reachable repository: a commit and a WAL switch on the leader,
+    the segment waited for in each one. Where it does not arrive, that is said and the command goes on; a
+    leader that takes no commit stops it when `required` (a restore: before anything changed)."""
+    if leader is None:
+        remote.err.print(Text("no member leads: the repositories hold what arrived before", style="yellow"))
+        return
+    switched = remote.run("commit once and switch WAL on the leader", {leader: scripts.switch_wal(port)})[leader]
+    segment = [line for line in switched.output.strip().splitlines()[-1:] if WAL_NAME.fullmatch(line)] \
+        if switched.ok else []
+    if not segment and required:
+        raise BackupError(f"{leader} (the leader) took no commit or WAL switch: {switched.error or 'no segment'}; "
+                          "nothing was changed (recovery stops only at a commit after the time)")
+    if not segment:
+        remote.err.print(Text(f"{leader}: no WAL switch ({switched.error or 'no segment named'}): the "
+                              "repositories hold what arrived before", style="yellow"))
+        return
+    live = [r for r in repos if r.host not in remote.unreachable]
+    got = remote.run(f"WAL segment {segment[0]} reaches the repositories",
+                     {r.host: scripts.wait_wal(plan.stanza, segment[0]) for r in live})
+    for r in live:
+        if not got[r.host].ok:
+            remote.err.print(Text(f"repo{r.index} ({r.host}): the newest WAL did not arrive: {got[r.host].error}",
+                                  style="red"))
+
+
 def _leader(remote: Remote, members: list[str]) -> str | None:
     for m in members:
+        if m in remote.unreachable:
+            continue
         got = remote.run("ask Patroni who leads", {m: scripts.patroni_leader()})[m]
         if got.ok:
             try:
@@ -244,7 +280,7 @@ def restore_cluster(path: Path, text: str, wanted: tuple[str, ...], yes: bool, o
     members = [m.host for m in plan.members]
     repos = _chosen(plan, wanted)
     t_all = time.monotonic()
-    remote = _connect(inv, [*members, *(r.host for r in repos)], err)
+    remote = _connect(inv, [*members, *(r.host for r in plan.repositories)], err)
     try:
         lost = [m for m in members if m in remote.unreachable]
         if lost:
@@ -253,22 +289,18 @@ def restore_cluster(path: Path, text: str, wanted: tuple[str, ...], yes: bool, o
         leader = _leader(remote, members)
         if leader is None:
             err.print(Text(f"no member leads (Patroni stopped?): the restore goes on {members[0]}", style="yellow"))
-        else:
-            # A commit after the target, so that recovery finds where to stop even in an idle database.
-            remote.must("commit once on the leader", {leader: scripts.commit_now(db.port)})
-        # Everything committed until now is archived (a WAL switch on the leader, waited for in each repository).
-        live = [r for r in repos if r.host not in remote.unreachable]
-        checked = remote.run("archive the leader's newest WAL", {r.host: scripts.check(plan.stanza) for r in live})
-        for r in live:
-            if not checked[r.host].ok:
-                err.print(Text(f"repo{r.index} ({r.host}): the newest WAL did not arrive: {checked[r.host].error}",
-                               style="red"))
-        catalogs, problems = _catalogs(remote, plan, repos)
+        # A commit after the target (recovery stops only at one, even in an idle database), and everything
+        # committed until now in the repositories.
+        every = list(plan.repositories)
+        _archive_now(remote, plan, db.port, leader, every, required=True)
+        catalogs, problems = _catalogs(remote, plan, every)
         for line in problems:
-            err.print(Text(line, style="red"))
-        chosen = covering(catalogs, target)
+            err.print(Text(f"{line} (if it holds a backup taken after the time, a replica must not be cloned from "
+                           "it: see docs/backups.md)", style="red"))
+        chosen = covering([c for c in catalogs if c.index in {r.index for r in repos}], target)
         if chosen is None:
-            ranges = "; ".join(describe_range(c) for c in catalogs) or "no repository could be read"
+            asked = [c for c in catalogs if c.index in {r.index for r in repos}]
+            ranges = "; ".join(describe_range(c) for c in asked) or "no repository asked for could be read"
             raise BackupError(f"--time {iso(target)} is outside every recoverable range: {ranges}")
         data_dir = f"/var/lib/postgresql/{PG_VERSION}/{db.scope}"
         was_leader = leader
@@ -276,7 +308,8 @@ def restore_cluster(path: Path, text: str, wanted: tuple[str, ...], yes: bool, o
         others = [m for m in members if m != leader]
         # A backup taken after the target lies on the timeline the restore abandons: new replicas must not be
         # cloned from it (PostgreSQL refuses to follow the new timeline from there), so one is taken first.
-        rebase = [c for c in catalogs if any(b.start > target for b in c.backups)]
+        # (Every repository counts: a replica's restore takes the newest backup of the first one that has any.)
+        rebase = [c for c in catalogs if any(b.stop > target for b in c.backups)]
         if not yes and not click.confirm(
                 f"Restore {db.scope} to {iso(target)} from repo{chosen.index} ({chosen.host})? Patroni stops on "
                 f"{', '.join(members)}; {leader}'s data is restored, the others are cloned again. Every write "
@@ -300,7 +333,8 @@ def restore_cluster(path: Path, text: str, wanted: tuple[str, ...], yes: bool, o
         remote.must("set the replicas' data aside", {m: scripts.set_aside(data_dir) for m in others})
         rest = {m.host: f"{m.mesh_address}:{db.patroni_port}" for m in plan.members}
         remote.must(f"start Patroni on {leader} (leader)", {leader: scripts.start_patroni()})
-        remote.must(f"{leader} leads", {leader: scripts.wait_role(rest[leader], "primary", 300)})
+        remote.must(f"{leader} leads", {leader: scripts.wait_role(rest[leader], "primary", 300)
+                                        + " && " + scripts.wait_writable(db.port, 300)})
         for c in rebase:
             remote.must(f"full backup of the restored cluster into repo{c.index} (the newest was taken after the "
                         "target)", {c.host: scripts.backup(plan.stanza, c.index, "full")})
@@ -327,16 +361,14 @@ def restore_drill(path: Path, host: str, text: str | None, query: str | None, ke
         names = ", ".join(r.host for r in plan.repositories)
         raise BackupError(f"--into {host}: not a backup host; a drill restores on a repository host from its own "
                           f"repository, without touching the cluster (one of: {names})")
-    remote = _connect(inv, [host], err)
+    members = [m.host for m in plan.members]
+    remote = _connect(inv, [host, *members], err)
     try:
         if host in remote.unreachable:
             raise BackupError(f"--into {host}: {remote.unreachable[host]}")
-        if target is None:
-            # "The newest" is what is committed now: the primary switches WAL and it is waited for here.
-            checked = remote.run("archive the primary's newest WAL", {host: scripts.check(plan.stanza)})[host]
-            if not checked.ok:
-                err.print(Text(f"the newest WAL did not reach repo{repo.index}: {checked.error}; the drill "
-                               "restores what arrived", style="yellow"))
+        # What is committed now, in this repository (and a commit after a --time, for recovery to stop at):
+        # the only change the drill makes to the cluster.
+        _archive_now(remote, plan, db_plan(plan_placement(inv)).port, _leader(remote, members), [repo])
         catalogs, problems = _catalogs(remote, plan, [repo])
         if problems:
             raise BackupError("; ".join(problems))

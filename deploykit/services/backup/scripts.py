@@ -32,15 +32,28 @@ def info(stanza: str, repo: int) -> str:
     the end of the recoverable range, to within one segment."""
     wal = f"{REPO_PATH}/archive/{stanza}"
     return (f"{pgbackrest(stanza, f'--repo={repo}', '--output=json', 'info')} && echo {SEP} && "
-            f"{{ find {wal} -type f -name '????????????????????????-*' -printf '%T@\\n' 2>/dev/null "
+            f"{{ find {wal} -type f -name '????????????????????????-*' ! -name '*.tmp' -printf '%T@\\n' 2>/dev/null "
             "| sort -n | tail -n 1; true; }")
 
 
-def check(stanza: str) -> str:
-    """On a repository host: the primary switches to a new WAL segment, waited for in this host's repository
-    (the only one it configures: `check` takes no --repo in 2.45), so everything committed so far is
-    recoverable from there."""
-    return pgbackrest(stanza, "--archive-timeout=60", "check")
+def switch_wal(port: int) -> str:
+    """On the primary: one committed transaction, then a switch to a new WAL segment; prints the name of the
+    segment just completed (it holds that commit). Recovery to a time stops only at a commit later than the
+    time, so an idle database gets one; and everything committed so far is then in a segment to archive.
+    (pgBackRest's `check` does the switch too, but fails outright when any member is unreachable.)"""
+    sql = f"runuser -u postgres -- {PSQL} -XAtq -p {port} -d postgres -c"
+    return (f"{sql} 'select pg_current_xact_id()' >/dev/null && "
+            f"{sql} 'select pg_walfile_name(pg_switch_wal())'")
+
+
+def wait_wal(stanza: str, segment: str, timeout_s: int = 120) -> str:
+    """On a repository host: until WAL segment `segment` has arrived in this host's repository."""
+    wal = f"{REPO_PATH}/archive/{stanza}"
+    # pgBackRest writes a file under a .tmp name and renames it once complete: only the complete one counts.
+    return (f"seg={shlex.quote(segment)}; deadline=$(( $(date +%s) + {timeout_s} )); "
+            f"until find {wal} -type f -name \"$seg-*\" ! -name '*.tmp' 2>/dev/null | grep -q .; do "
+            f"[ \"$(date +%s)\" -lt \"$deadline\" ] || {{ echo \"WAL segment $seg did not arrive within "
+            f"{timeout_s} s\" >&2; exit 1; }}; sleep 1; done")
 
 
 def patroni_leader() -> str:
@@ -60,10 +73,21 @@ def forget_cluster(scope: str, leader: str) -> str:
             f"! patronictl -c {PATRONI_CONFIG} list -f json | grep -q '\"Member\"'")
 
 
-def commit_now(port: int) -> str:
-    """On the leader: one committed transaction now. Recovery to a time stops at the first commit after it;
-    without one (an idle database) PostgreSQL 15 ends recovery "before the target was reached" and stops."""
-    return f"runuser -u postgres -- {PSQL} -XAtq -p {port} -d postgres -c 'select pg_current_xact_id()' >/dev/null"
+def recover(ctl: str, sql: str, log: str) -> tuple[str, ...]:
+    """Start a restored PostgreSQL (`ctl`: its pg_ctl, `sql`: psql on it) and wait until it has recovered to
+    its target and promoted (at most an hour; a PostgreSQL that stops meanwhile is reported with its log's
+    last lines); then print the last transaction it recovered, as its log says."""
+    return (
+        f"{ctl} -l {log} -w -t 3600 start >/dev/null",
+        "deadline=$(( $(date +%s) + 3600 ))",
+        f"until [ \"$({sql} 'select pg_is_in_recovery()' 2>/dev/null)\" = f ]; do",
+        f"  if ! {ctl} status >/dev/null 2>&1; then echo 'PostgreSQL stopped during recovery:' >&2; "
+        f"tail -n 8 {log} >&2; exit 1; fi",
+        "  [ \"$(date +%s)\" -lt \"$deadline\" ] || { echo 'recovery did not finish within an hour' >&2; exit 1; }",
+        "  sleep 1",
+        "done",
+        f"grep -o 'last completed transaction was at log time .*' {log} | tail -n 1 || true",
+    )
 
 
 def restore_member(stanza: str, repo: int, data_dir: str, target: str, port: int) -> str:
@@ -78,15 +102,7 @@ def restore_member(stanza: str, repo: int, data_dir: str, target: str, port: int
         "set -e",
         f"{restore}",
         f": > {log} && chown postgres:postgres {log}",
-        f"{ctl} -l {log} -w -t 3600 start >/dev/null",
-        "deadline=$(( $(date +%s) + 3600 ))",
-        f"until [ \"$({sql} 'select pg_is_in_recovery()' 2>/dev/null)\" = f ]; do",
-        f"  if ! {ctl} status >/dev/null 2>&1; then echo 'PostgreSQL stopped during recovery:' >&2; "
-        f"tail -n 8 {log} >&2; exit 1; fi",
-        "  [ \"$(date +%s)\" -lt \"$deadline\" ] || { echo 'recovery did not finish within an hour' >&2; exit 1; }",
-        "  sleep 1",
-        "done",
-        f"grep -o 'last completed transaction was at log time .*' {log} | tail -n 1 || true",
+        *recover(ctl, sql, log),
         f"{sql} 'select timeline_id from pg_control_checkpoint()' | sed 's/^/timeline /'",
         f"{ctl} -m fast -w stop >/dev/null",
     ))
@@ -94,8 +110,10 @@ def restore_member(stanza: str, repo: int, data_dir: str, target: str, port: int
 
 def set_aside(data_dir: str) -> str:
     """A member that is not restored is cloned again: its data directory goes aside (kept until the
-    restored cluster stands, then removed by `drop_aside`)."""
-    return f"rm -rf {data_dir}{ASIDE} && if [ -d {data_dir} ]; then mv {data_dir} {data_dir}{ASIDE}; fi"
+    restored cluster stands, then removed by `drop_aside`). Run again (a restore run again after this step),
+    the copy already aside is kept and what a clone began is removed."""
+    aside = f"{data_dir}{ASIDE}"
+    return (f"if [ -d {aside} ]; then rm -rf {data_dir}; elif [ -d {data_dir} ]; then mv {data_dir} {aside}; fi")
 
 
 def drop_aside(data_dir: str) -> str:
@@ -111,6 +129,16 @@ def wait_role(rest: str, role: str, timeout_s: int) -> str:
     return (f"deadline=$(( $(date +%s) + {timeout_s} )); "
             f"until curl -fsS -o /dev/null -m 3 http://{rest}/{role}; do "
             f"[ \"$(date +%s)\" -lt \"$deadline\" ] || {{ echo 'not a running {role} after {timeout_s} s' >&2; "
+            "exit 1; }; sleep 1; done")
+
+
+def wait_writable(port: int, timeout_s: int) -> str:
+    """Until this member's PostgreSQL takes writes (Patroni says "primary" as soon as it holds the leader key,
+    while PostgreSQL may still be finishing its promotion)."""
+    sql = f"runuser -u postgres -- {PSQL} -XAtq -p {port} -d postgres -c 'select pg_is_in_recovery()'"
+    return (f"deadline=$(( $(date +%s) + {timeout_s} )); "
+            f"until [ \"$({sql} 2>/dev/null)\" = f ]; do "
+            f"[ \"$(date +%s)\" -lt \"$deadline\" ] || {{ echo 'PostgreSQL still read-only after {timeout_s} s' >&2; "
             "exit 1; }; sleep 1; done")
 
 
@@ -137,15 +165,7 @@ def drill(stanza: str, repo: int, target: str | None, query: str | None, databas
         f"rm -rf {d} && install -d -o postgres -g postgres -m 0700 {d}",
         restore,
         f"printf '%s\\n' {' '.join(shlex.quote(s) for s in settings)} >> {d}/postgresql.auto.conf",
-        f"{ctl} -l {log} -w -t 3600 start >/dev/null",
-        "deadline=$(( $(date +%s) + 3600 ))",
-        f"until [ \"$({sql} 'select pg_is_in_recovery()' 2>/dev/null)\" = f ]; do",
-        f"  if ! {ctl} status >/dev/null 2>&1; then echo 'PostgreSQL stopped during recovery:' >&2; "
-        f"tail -n 8 {log} >&2; exit 1; fi",
-        "  [ \"$(date +%s)\" -lt \"$deadline\" ] || { echo 'recovery did not finish within an hour' >&2; exit 1; }",
-        "  sleep 1",
-        "done",
-        f"grep -o 'last completed transaction was at log time .*' {log} | tail -n 1 || true",
+        *recover(ctl, sql, log),
         f"echo {SEP}",
     ]
     if query:
