@@ -76,6 +76,11 @@ class Remote:
         executor.disconnect(self.session)
 
 
+def _say(out: Console, text: object) -> None:
+    """One result line (or table), never wrapped at the terminal's width: scripts and CI logs read it whole."""
+    out.print(text, soft_wrap=True, highlight=False)
+
+
 def _connect(inv: Inventory, names: list[str], err: Console) -> Remote:
     from deploykit.execute import executor
 
@@ -161,7 +166,7 @@ def take_backup(path: Path, kind: str, wanted: tuple[str, ...], out: Console, er
                 newest = ()
             what = (f"{newest[-1].label}, {_mib(newest[-1].size)} (stored {_mib(newest[-1].stored)})"
                     if newest else "no backup listed")
-            out.print(f"repo{r.index} ({r.host}): {kind} backup {what} in {took:.1f} s")
+            _say(out, f"repo{r.index} ({r.host}): {kind} backup {what} in {took:.1f} s")
     finally:
         remote.close()
     done = len(repos) - len(failed)
@@ -194,8 +199,8 @@ def list_backups(path: Path, as_json: bool, out: Console, err: Console) -> int:
             for b in c.backups:
                 table.add_row(b.label, b.kind, iso(b.start), f"{(b.stop - b.start).total_seconds():.0f} s",
                               _mib(b.size), _mib(b.stored))
-            out.print(table)
-            out.print(f"recoverable: {describe_range(c)}")
+            _say(out, table)
+            _say(out, f"recoverable: {describe_range(c)}")
     for line in problems:
         err.print(Text(line, style="red"))
     err.print(Text(f"read {len(catalogs)} of {len(plan.repositories)} repositories in "
@@ -343,8 +348,8 @@ def restore_cluster(path: Path, text: str, wanted: tuple[str, ...], yes: bool, o
                     {m: scripts.wait_role(rest[m], "replica", 1800) for m in others})
         remote.must("remove the replicas' old data", {m: scripts.drop_aside(data_dir) for m in others})
         for line in recovered:
-            out.print(f"  {line}")
-        out.print(f"restored {db.scope} to {iso(target)} from repo{chosen.index} ({chosen.host}) in "
+            _say(out, f"  {line}")
+        _say(out, f"restored {db.scope} to {iso(target)} from repo{chosen.index} ({chosen.host}) in "
                   f"{time.monotonic() - t0:.1f} s (command {time.monotonic() - t_all:.1f} s); leader {leader}, "
                   f"replicas {', '.join(others) or 'none'}")
         return 0
@@ -387,14 +392,14 @@ def restore_drill(path: Path, host: str, text: str | None, query: str | None, ke
     recovered, _, answer = got[host].output.partition(scripts.SEP)
     last = next((line.split("log time", 1)[1].strip() for line in recovered.splitlines() if "log time" in line),
                 "unknown")
-    out.print(f"restore drill on {host} from repo{repo.index} "
+    _say(out, f"restore drill on {host} from repo{repo.index} "
               f"({'to ' + iso(target) if target else 'to the newest WAL'}): {took:.1f} s; "
               f"last transaction recovered at {last}")
     if query:
-        out.print(f"query: {query}")
-        out.print(answer.strip())
+        _say(out, f"query: {query}")
+        _say(out, answer.strip())
     if keep:
-        out.print(f"kept running on {host}: runuser -u postgres -- psql -h {scripts.DRILL_DIR} -p "
+        _say(out, f"kept running on {host}: runuser -u postgres -- psql -h {scripts.DRILL_DIR} -p "
                   f"{scripts.DRILL_PORT} -d {APP_DATABASE}; stop it with: runuser -u postgres -- {scripts.PG_CTL} "
                   f"-D {scripts.DRILL_DIR} stop")
     return 0
