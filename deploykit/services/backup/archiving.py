@@ -22,7 +22,7 @@ NO_ARCHIVE = "/bin/true"
 class WalArchiving:
     archive_command: str
     archive_timeout: int  # seconds: a segment at least this often, even when idle (the RPO bound)
-    restore_command: str | None  # standbys fetch WAL the primary no longer has; None: none
+    restore_command: str | None  # for standbys; None: they stream only (see wal_archiving)
     # Patroni's create_replica_methods: from a backup first (offloads the primary), else pg_basebackup.
     replica_methods: tuple[str, ...]
     replica_command: str | None  # the pgbackrest method's command
@@ -35,7 +35,11 @@ def wal_archiving(inv: Inventory) -> WalArchiving:
     return WalArchiving(
         archive_command=f"{stanza} archive-push %p",
         archive_timeout=inv.services.backup.archive_timeout,
-        restore_command=f'{stanza} archive-get %f "%p"',
+        # Standbys stream from the primary only, never from the archive: after a failover the archive can hold
+        # WAL of the old timeline past the point where the new primary forked (segments the old primary
+        # archived that no standby had received), and a standby that replayed it could not follow the new
+        # primary any more (seen on the lab: both replicas stuck at a constant lag after a failover).
+        restore_command=None,
         replica_methods=("pgbackrest", "basebackup"),
         # --delta reuses what a member's data directory still holds; Patroni then makes it a standby.
         replica_command=f"{stanza} --delta restore",
