@@ -140,7 +140,11 @@ def check_cluster(lab: Lab, etcd: list[str], db: list[str], cache: list[str]) ->
         numeric = all(isinstance(m.get("Lag in MB"), int) for m in replicas.values())
         if sorted(str(m["Member"]) for m in members) == sorted(db) and numeric and streams == set(replicas):
             break
-        assert time.monotonic() < deadline, f"Patroni lists {members}; streaming to the leader: {streams}"
+        if time.monotonic() >= deadline:  # what the members that do not stream say (the reason, next time)
+            logs = {h: lab.ssh(h, "journalctl -u patroni -n 15 --no-pager -o cat; tail -n 15 "
+                                  "/var/lib/postgresql/15/chirp-lab/log/*.log 2>/dev/null", timeout=20).stdout
+                    for h in replicas if h not in streams or replicas[h].get("State") != "running"}
+            raise AssertionError(f"Patroni lists {members}; streaming to the leader: {streams}; logs: {logs}")
         time.sleep(2)
     listed = etcd_members(lab, etcd[0])
     assert listed == {n: False for n in etcd}, f"etcd lists {listed}"  # every member votes, no learner left
