@@ -34,7 +34,7 @@ from deploykit.services.backup.catalog import (
 )
 from deploykit.services.backup.placement import BackupPlan, Repository, backup_plan
 from deploykit.services.db.config import APP_DATABASE, PG_VERSION
-from deploykit.services.db.placement import db_plan
+from deploykit.services.db.placement import DbPlan, db_plan
 
 WAL_NAME = re.compile(r"[0-9A-F]{24}")  # a WAL segment's file name: timeline, log, segment
 
@@ -95,15 +95,16 @@ def _connect(inv: Inventory, names: list[str], err: Console) -> Remote:
     return remote
 
 
-def _load(path: Path) -> tuple[Inventory, BackupPlan]:
+def _load(path: Path) -> tuple[Inventory, BackupPlan, DbPlan]:
     inv = load_inventory(path)
-    plan = backup_plan(plan_placement(inv))
+    placement = plan_placement(inv)
+    plan = backup_plan(placement)
     if not plan.repositories:
         raise BackupError(f"{inv.path}: no host has the backup role: give it to two hosts in different providers "
                           "and apply (docs/backups.md)")
     if not plan.members:
         raise BackupError(f"{inv.path}: no host has the db role: there is no database to back up")
-    return inv, plan
+    return inv, plan, db_plan(placement)
 
 
 def _chosen(plan: BackupPlan, wanted: tuple[str, ...]) -> list[Repository]:
@@ -141,7 +142,7 @@ def _catalogs(remote: Remote, plan: BackupPlan, repos: list[Repository]) -> tupl
 
 # --- deploykit backup ----------------------------------------------------------------------------------------
 def take_backup(path: Path, kind: str, wanted: tuple[str, ...], out: Console, err: Console) -> int:
-    inv, plan = _load(path)
+    inv, plan, db = _load(path)
     repos = _chosen(plan, wanted)
     t_all = time.monotonic()
     remote = _connect(inv, [r.host for r in repos], err)
@@ -181,7 +182,7 @@ def _mib(size: int) -> str:
 
 # --- deploykit backups ---------------------------------------------------------------------------------------
 def list_backups(path: Path, as_json: bool, out: Console, err: Console) -> int:
-    inv, plan = _load(path)
+    inv, plan, db = _load(path)
     t0 = time.monotonic()
     remote = _connect(inv, [r.host for r in plan.repositories], err)
     try:
@@ -280,8 +281,7 @@ def _leader(remote: Remote, members: list[str]) -> str | None:
 
 def restore_cluster(path: Path, text: str, wanted: tuple[str, ...], yes: bool, out: Console, err: Console) -> int:
     target = _target(text)
-    inv, plan = _load(path)
-    db = db_plan(plan_placement(inv))
+    inv, plan, db = _load(path)
     members = [m.host for m in plan.members]
     repos = _chosen(plan, wanted)
     t_all = time.monotonic()
@@ -360,7 +360,7 @@ def restore_cluster(path: Path, text: str, wanted: tuple[str, ...], yes: bool, o
 def restore_drill(path: Path, host: str, text: str | None, query: str | None, keep: bool,
                   out: Console, err: Console) -> int:
     target = _target(text) if text else None
-    inv, plan = _load(path)
+    inv, plan, db = _load(path)
     repo = plan.repository(host)
     if repo is None:
         names = ", ".join(r.host for r in plan.repositories)
@@ -373,7 +373,7 @@ def restore_drill(path: Path, host: str, text: str | None, query: str | None, ke
             raise BackupError(f"--into {host}: {remote.unreachable[host]}")
         # What is committed now, in this repository (and a commit after a --time, for recovery to stop at):
         # the only change the drill makes to the cluster.
-        _archive_now(remote, plan, db_plan(plan_placement(inv)).port, _leader(remote, members), [repo])
+        _archive_now(remote, plan, db.port, _leader(remote, members), [repo])
         catalogs, problems = _catalogs(remote, plan, [repo])
         if problems:
             raise BackupError("; ".join(problems))

@@ -124,11 +124,8 @@ def max_connections(ctx: ConfigContext) -> int:
     return max(100, wanted)
 
 
-def shared_parameters(ctx: ConfigContext) -> tuple[tuple[str, str], ...]:
+def shared_parameters(ctx: ConfigContext, archiving: WalArchiving) -> tuple[tuple[str, str], ...]:
     senders = max(10, len(db_plan(ctx.placement).members) + 4)
-    from deploykit.services.backup.archiving import wal_archiving  # (backup's package imports this one)
-
-    archiving = wal_archiving(ctx.inv)
     return (
         # On from the first start (a restart to change): without backup hosts the command archives nothing.
         ("archive_command", archiving.archive_command),
@@ -181,7 +178,7 @@ def held(ctx: ConfigContext, name: str) -> Secret:
 def db_config(ctx: ConfigContext, host: Host) -> DbHostConfig:
     from deploykit.services.backup.archiving import wal_archiving  # (backup's package imports this one)
 
-    plan, svc = db_plan(ctx.placement), ctx.inv.services.db
+    plan, svc, archiving = db_plan(ctx.placement), ctx.inv.services.db, wal_archiving(ctx.inv)
     if host.name not in {m.name for m in plan.members}:
         raise ValueError(f"{host.name} is not a db member")
     dcs = DcsConfig(
@@ -196,7 +193,7 @@ def db_config(ctx: ConfigContext, host: Host) -> DbHostConfig:
         # A former primary rejoins by rewinding its diverged WAL instead of a full re-clone; needs data
         # checksums (initdb below) and the superuser over the network from the other members (pg_hba).
         use_pg_rewind=True,
-        parameters=shared_parameters(ctx),
+        parameters=shared_parameters(ctx, archiving),
     )
     return DbHostConfig(
         name=host.name,
@@ -225,7 +222,7 @@ def db_config(ctx: ConfigContext, host: Host) -> DbHostConfig:
         app_database=APP_DATABASE,
         app_password=held(ctx, APP_PASSWORD),
         rollout_order=replica_order(ctx, host, plan),
-        archiving=wal_archiving(ctx.inv),
+        archiving=archiving,
     )
 
 
