@@ -7,9 +7,9 @@ import shlex
 
 from deploykit.services.backup.config import pgbackrest
 from deploykit.services.backup.placement import REPO_PATH
+from deploykit.services.db.config import CONFIG_PATH as PATRONI_CONFIG
 from deploykit.services.db.config import PG_VERSION
 
-PATRONI_CONFIG = "/etc/patroni/config.yml"
 PG_CTL = f"/usr/lib/postgresql/{PG_VERSION}/bin/pg_ctl"
 PSQL = "/usr/bin/psql"
 DRILL_DIR = "/var/lib/postgresql/deploykit-drill"

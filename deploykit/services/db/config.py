@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from deploykit.services.backup.archiving import WalArchiving
 
 PG_VERSION = 15
+CONFIG_PATH = "/etc/patroni/config.yml"  # Debian's patroni.service reads it
 APP_USER = "chirp"
 APP_DATABASE = "chirp"
 SUPERUSER = "postgres"
@@ -207,7 +208,7 @@ def db_config(ctx: ConfigContext, host: Host) -> DbHostConfig:
         rest_listen=f"{host.mesh_address}:{plan.patroni_port}",
         data_dir=f"/var/lib/postgresql/{PG_VERSION}/{plan.scope}",
         bin_dir=f"/usr/lib/postgresql/{PG_VERSION}/bin",
-        config_path="/etc/patroni/config.yml",
+        config_path=CONFIG_PATH,
         etcd_hosts=etcd_plan(ctx.placement).endpoints,
         dcs=dcs,
         pg_hba=hba_rules(ctx.inv),
@@ -229,7 +230,7 @@ def db_config(ctx: ConfigContext, host: Host) -> DbHostConfig:
 # Whether the host's Patroni leads, asked of its REST API (address from its config): "200" leads, "503" does
 # not, "000" or nothing: not running.
 LEADER_FACT = "db-leader"
-READ_LEADER = ("a=$(awk '/^restapi:/ {r = 1} r && $1 == \"listen:\" {print $2; exit}' /etc/patroni/config.yml "
+READ_LEADER = (f"a=$(awk '/^restapi:/ {{r = 1}} r && $1 == \"listen:\" {{print $2; exit}}' {CONFIG_PATH} "
                "2>/dev/null); [ -n \"$a\" ] || exit 0; "
                "curl -s -o /dev/null -m 3 -w '%{http_code}' \"http://$a/primary\"; true")
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import shlex
 
-CONFIG_PATH = "/etc/patroni/config.yml"
+from deploykit.services.db.config import CONFIG_PATH
+
 LEAVE_TIMEOUT_S = 120
 
 
