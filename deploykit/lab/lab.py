@@ -292,9 +292,29 @@ class Lab:
                     if (why := m.failure()) is not None:
                         raise LabError(f"{m.server.name} stopped while booting: {why} (log: {m.console_log})")
                 if pending and time.monotonic() > deadline:
-                    raise LabError(f"no SSH answer after {timeout:.0f} s from: {', '.join(pending)}")
+                    raise LabError(f"no SSH answer after {timeout:.0f} s from: {', '.join(pending)}\n"
+                                   + self._why_no_ssh(pending))
                 if pending:
                     time.sleep(0.2)
+
+    def _why_no_ssh(self, names: Sequence[str], detailed: int = 3) -> str:
+        """For a boot that timed out: per server, whether its SSH port answers, what ssh says, and (for the
+        first few) what the server itself says from inside (Machine.diagnose) and its console's last lines."""
+        lines = []
+        for i, m in enumerate(self.machines(names)):
+            s = m.server
+            port = "open" if port_open(str(s.address), self.state.ssh_port) else "closed"
+            err = self.ssh(s.name, "true", timeout=10).stderr.strip().splitlines()
+            lines.append(f"{s.name} ({s.address}:{self.state.ssh_port}, bridge {s.segment.bridge}): port {port}; "
+                         f"ssh: {err[-1] if err else 'no error text'}")
+            if i < detailed:
+                lines += [f"    {line}" for line in m.diagnose().splitlines()]
+                try:
+                    console = m.console_log.read_text(errors="replace").strip().splitlines()[-5:]
+                except OSError:
+                    console = []
+                lines += [f"    console: {line}" for line in console]
+        return "\n".join(lines)
 
     # breaking things --------------------------------------------------------------------------------------
     def kill(self, names: Sequence[str]) -> list[str]:

@@ -29,6 +29,17 @@ SUPERVISOR_SCRIPT = 'while :; do sh -c "$0" dklab-enter "$@"; rc=$?; [ "$rc" -eq
 ENTER_CGROUPS_SCRIPT = 'IFS=:; for c in $1; do echo $$ > "$c/cgroup.procs" || exit 1; done; unset IFS; shift; exec "$@"'
 
 
+# Run inside a server that never answered SSH (see Machine.diagnose): one short line per question.
+DIAGNOSE_SCRIPT = r"""
+echo "system: $(systemctl is-system-running 2>&1)"
+echo "failed units: $(systemctl list-units --failed --plain --no-legend 2>&1 | awk '{print $1}' | tr '\n' ' ')"
+echo "queued jobs: $(systemctl list-jobs --no-legend 2>&1 | head -5 | awk '{print $2 "/" $4}' | tr '\n' ' ')"
+echo "ssh: $(systemctl is-active ssh 2>&1)"
+journalctl -u ssh -n 3 --no-pager -q 2>&1 | sed 's/^/  /'
+echo "addresses: $(ip -br addr 2>&1 | tr -s ' ' | tr '\n' ';')"
+"""
+
+
 def cgroup_hierarchies(root: Path = CGROUP_ROOT) -> list[Path]:
     """The hierarchies a server's cgroup is made in: v1 name=systemd (+ unified, memory), or pure v2."""
     if (root / "cgroup.controllers").is_file():
@@ -207,6 +218,19 @@ class Machine:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         self.supervisor_pid_file.write_text(str(proc.pid))
+
+    def diagnose(self, timeout: float = 10) -> str:
+        """What the server itself says about its boot, read from inside its namespaces (no SSH needed): the
+        system state, failed units, sshd's status and its addresses; for a boot that never answered SSH."""
+        pid = self.init_pid()
+        if pid is None:
+            return "not running"
+        try:
+            out = subprocess.run(["nsenter", "-t", str(pid), "-a", "sh", "-c", DIAGNOSE_SCRIPT],
+                                 capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return f"no answer from inside within {timeout:.0f} s"
+        return (out.stdout + out.stderr).strip() or f"nsenter exited {out.returncode}"
 
     def kill(self) -> bool:
         """Abrupt power loss: SIGKILL the container's PID 1. False if it was not running."""
