@@ -10,10 +10,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 CHIRP_DIR = REPO / "deploykit" / "services" / "app" / "chirp"
 PG_BIN = Path(os.environ.get("CHIRP_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 PASSWORD = "test-pass"
 MASTER = "chirp-test"
 
@@ -62,6 +64,8 @@ class Services:
     as_user: list[str]
     redis: subprocess.Popen[bytes] | None = None
     sentinel: subprocess.Popen[bytes] | None = None
+    pgbouncer: subprocess.Popen[bytes] | None = None
+    pgbouncer_port: int = 0
     env: dict[str, str] = field(default_factory=dict)
 
     # PostgreSQL ---------------------------------------------------------------------------------------
@@ -85,7 +89,59 @@ class Services:
             cur.execute(sql)
         conn.close()
 
+    def query(self, sql: str, args: tuple[Any, ...] = (), db: str = "chirp") -> list[tuple[Any, ...]]:
+        """Rows of one statement, as the superuser, committed."""
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.pg_port, user="postgres", dbname=db)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                rows = cur.fetchall() if cur.description else []
+            conn.commit()
+            return rows
+        finally:
+            conn.close()
+
+    # PgBouncer 1.18 (as on the app hosts): `chirp` a transaction pool, `chirp_session` a session pool -------
+    def start_pgbouncer(self, pool_size: int = 1, query_wait_timeout_s: float = 0) -> None:
+        """One server connection per pool by default: a test saturates it by holding one transaction open."""
+        self.pgbouncer_port = self.pgbouncer_port or free_port()  # a restart keeps the port
+        d = self.root / "pgbouncer"
+        d.mkdir(exist_ok=True)
+        (d / "userlist.txt").write_text(f'"chirp" "{PASSWORD}"\n')
+        server = f"host=127.0.0.1 port={self.pg_port} dbname=chirp"
+        (d / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"chirp = {server} pool_mode=transaction "
+            "connect_query='SET statement_timeout = 5000'\n"
+            f"chirp_session = {server} pool_mode=session\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.pgbouncer_port}\nunix_socket_dir =\n"
+            f"auth_type = scram-sha-256\nauth_file = {d / 'userlist.txt'}\n"
+            f"default_pool_size = {pool_size}\nquery_wait_timeout = {query_wait_timeout_s}\n"
+            f"logfile = {d / 'pgbouncer.log'}\n"
+        )
+        if self.as_user:
+            for path in (d, *d.iterdir()):
+                shutil.chown(path, "nobody")
+        self.pgbouncer = subprocess.Popen(
+            [*self.as_user, PGBOUNCER, str(d / "pgbouncer.ini")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_port(self.pgbouncer_port)
+
+    def stop_pgbouncer(self) -> None:
+        if self.pgbouncer is not None:
+            self.pgbouncer.terminate()
+            self.pgbouncer.wait(10)
+            self.pgbouncer = None
+
     # Redis ----------------------------------------------------------------------------------------------
+    def redis_client(self) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.redis_port, password=PASSWORD, socket_timeout=2)
+
     def start_redis(self) -> None:
         self.redis = subprocess.Popen(
             [
@@ -128,14 +184,14 @@ class Services:
         wait_port(self.sentinel_port)
 
     def stop_all(self) -> None:
-        for proc in (self.sentinel, self.redis):
+        for proc in (self.pgbouncer, self.sentinel, self.redis):
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 try:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-        self.sentinel = self.redis = None
+        self.pgbouncer = self.sentinel = self.redis = None
         if (self.root / "pg" / "postmaster.pid").exists():
             try:
                 self.pg_ctl("-m", "immediate", "-w", "stop")

@@ -10,9 +10,10 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from chirp_services import MASTER, PASSWORD, PG_BIN, Services, free_port, missing_requirements
+from chirp_services import MASTER, PASSWORD, PG_BIN, PGBOUNCER, Services, free_port, missing_requirements
 
 from tests.measure import measure, pytest_terminal_summary  # noqa: F401
 
@@ -78,3 +79,58 @@ def services() -> Iterator[Services]:
     finally:
         svc.stop_all()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(services: Services) -> Any:
+    from chirp.config import Settings
+
+    return Settings.from_env(services.env)
+
+
+@pytest.fixture(scope="session")
+def migrated(services: Services, settings: Any) -> Any:
+    from chirp.db import Database
+    from chirp.migrate import LATEST, migrate
+
+    applied, version = migrate(Database(settings, statement_timeout_ms=None))
+    assert (applied, version) == ([1], LATEST)
+    return settings
+
+
+@pytest.fixture
+def clean(services: Services, migrated: Any) -> Any:
+    """The migrated settings, with empty tables and an empty Redis."""
+    if services.redis is None:
+        services.start_redis()
+    services.query("TRUNCATE users, follows, posts RESTART IDENTITY CASCADE")
+    services.redis_client().flushall()
+    return migrated
+
+
+@pytest.fixture
+def app(clean: Any) -> Iterator[Any]:
+    from chirp.web import create_app
+
+    application = create_app(clean)
+    yield application
+    application.extensions["chirp"]["db"].close()
+    application.extensions["chirp"]["cache"].close()
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+@pytest.fixture
+def pgbouncer(services: Services, migrated: Any) -> Iterator[Services]:
+    """PgBouncer 1.18 in front of the test PostgreSQL (`chirp`: transaction pool of one server connection,
+    `chirp_session`: session pool), stopped after the test. Skips when it is not installed."""
+    if not Path(PGBOUNCER).exists():
+        pytest.skip("pgbouncer not installed (apt-get install pgbouncer)")
+    services.start_pgbouncer()
+    try:
+        yield services
+    finally:
+        services.stop_pgbouncer()

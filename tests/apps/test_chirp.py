@@ -10,73 +10,19 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from chirp_services import CHIRP_DIR, MASTER, PASSWORD, Services, free_port, wait_port
-
-
-@pytest.fixture(scope="session")
-def settings(services: Services) -> Any:
-    from chirp.config import Settings
-
-    return Settings.from_env(services.env)
-
-
-@pytest.fixture(scope="session")
-def migrated(services: Services, settings: Any) -> Any:
-    from chirp.db import Database
-    from chirp.migrate import LATEST, migrate
-
-    applied, version = migrate(Database(settings, statement_timeout_ms=None))
-    assert (applied, version) == ([1], LATEST)
-    return settings
+from chirp_services import CHIRP_DIR, MASTER, Services, free_port, wait_port
 
 
 def raw_redis(services: Services) -> Any:
-    import redis
-
-    return redis.Redis(host="127.0.0.1", port=services.redis_port, password=PASSWORD, socket_timeout=2)
+    return services.redis_client()
 
 
 def pg(services: Services, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    import psycopg2
-
-    conn = psycopg2.connect(host="127.0.0.1", port=services.pg_port, user="postgres", dbname="chirp")
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            rows = cur.fetchall() if cur.description else []
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
-
-
-@pytest.fixture
-def clean(services: Services, migrated: Any) -> Any:
-    if services.redis is None:
-        services.start_redis()
-    pg(services, "TRUNCATE users, follows, posts RESTART IDENTITY CASCADE")
-    raw_redis(services).flushall()
-    return migrated
-
-
-@pytest.fixture
-def app(clean: Any) -> Iterator[Any]:
-    from chirp.web import create_app
-
-    application = create_app(clean)
-    yield application
-    application.extensions["chirp"]["db"].close()
-    application.extensions["chirp"]["cache"].close()
-
-
-@pytest.fixture
-def client(app: Any) -> Any:
-    return app.test_client()
+    return services.query(sql, args)
 
 
 def fan_out(settings: Any) -> int:

@@ -29,8 +29,11 @@ def main(argv: list[str]) -> int:
 
         run_worker(settings)
         return 0
-    from chirp.web import Health, Database, Cache  # noqa: I001 - one-off check from a shell
+    from chirp.cache import Cache
+    from chirp.db import Database
+    from chirp.health import Health
 
+    # One check from a shell: no earlier answer, so a slow database is a failure here (no grace).
     body, status = Health(Database(settings), Cache(settings), settings.release, 0).get()
     print(json.dumps(body, indent=2))
     return 0 if status == 200 else 1

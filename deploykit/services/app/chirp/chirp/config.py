@@ -56,6 +56,16 @@ class Settings:
     secret_key: str
     timeline_length: int = 200  # newest posts kept per home timeline in Redis
     health_ttl_s: float = 1.0  # /healthz answers from a result at most this old
+    # /healthz stays 200 ("degraded") while the database is only slow, up to this long after it last answered
+    health_grace_s: float = 15.0
+    db_session_name: str | None = None  # dbname for connections that need a session (None: db_name)
+    db_pooled: bool = False  # db_name is a PgBouncer transaction pool: no `options`, nothing session-bound
+
+    @property
+    def db_session(self) -> str:
+        """The dbname of connections that need a real session: migrate's advisory lock, the worker's LISTEN
+        (PgBouncer's session pool of the same database when the app goes through PgBouncer)."""
+        return self.db_session_name or self.db_name
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -81,4 +91,14 @@ class Settings:
             secret_key=e.get("CHIRP_SECRET_KEY", "dev"),
             timeline_length=int(e.get("CHIRP_TIMELINE_LENGTH", "200")),
             health_ttl_s=float(e.get("CHIRP_HEALTH_TTL_S", "1.0")),
+            health_grace_s=float(e.get("CHIRP_HEALTH_GRACE_S", "15")),
+            db_session_name=e.get("CHIRP_DB_SESSION_NAME") or None,
+            db_pooled=_flag(e, "CHIRP_DB_POOLED"),
         )
+
+
+def _flag(env: dict[str, str], key: str) -> bool:
+    value = env.get(key, "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{key} must be 1 or 0, not {value!r}")
+    return value == "1"

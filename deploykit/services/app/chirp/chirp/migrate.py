@@ -1,7 +1,8 @@
 """Schema migrations: `python3 -m chirp migrate`, idempotent and safe to run from several hosts at once.
 
-A session-level advisory lock serialises concurrent runs; each migration is applied in its own
-transaction together with its row in `chirp_schema`, so a run that dies half-way resumes cleanly.
+A session-level advisory lock serialises concurrent runs (so it connects to CHIRP_DB_SESSION_NAME, never to a
+transaction pool); each migration is applied in its own transaction together with its row in `chirp_schema`,
+so a run that dies half-way resumes cleanly.
 Migrations only add (expand): the previous release keeps working during a rolling release.
 """
 
@@ -48,7 +49,7 @@ LATEST = MIGRATIONS[-1][0]
 
 def migrate(db: Database) -> tuple[list[int], int]:
     """Apply every missing migration; the versions applied now and the schema version after."""
-    conn = db.connect()
+    conn = db.connect(session=True)  # the lock lives as long as the session: never a transaction pool
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(%s)", (LOCK_ID,))

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
-import threading
-import time
 import uuid
 from typing import Any
 
@@ -16,7 +13,7 @@ from chirp import store
 from chirp.cache import Cache, CacheError
 from chirp.config import Settings
 from chirp.db import Database, Unavailable
-from chirp.migrate import schema_version
+from chirp.health import Health
 
 log = logging.getLogger(__name__)
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -37,51 +34,13 @@ def _name(value: Any) -> str | None:
     return value if isinstance(value, str) and NAME.match(value) else None
 
 
-class Health:
-    """/healthz's answer, computed at most once per `ttl_s` per process: HAProxy asks every second from
-    every load balancer, and a down database must not tie up the gunicorn threads."""
-
-    def __init__(self, db: Database, cache: Cache, release: str, ttl_s: float) -> None:
-        self.db, self.cache, self.release, self.ttl_s = db, cache, release, ttl_s
-        self._lock = threading.Lock()
-        self._at = 0.0
-        self._last: tuple[dict[str, Any], int] | None = None
-
-    def get(self) -> tuple[dict[str, Any], int]:
-        with self._lock:
-            if self._last is not None and time.monotonic() - self._at < self.ttl_s:
-                return self._last
-            self._last, self._at = self._check(), time.monotonic()
-            return self._last
-
-    def _check(self) -> tuple[dict[str, Any], int]:
-        out: dict[str, Any] = {"release": self.release, "host": socket.gethostname()}
-        ok = True
-        start = time.monotonic()
-        try:
-            out["db"] = {"ok": True, "schema": self.db.read(schema_version)}
-        except (Unavailable, Exception) as exc:  # noqa: BLE001 - any failure means "not healthy"
-            ok = False
-            out["db"] = {"ok": False, "error": str(exc).strip()[:200]}
-        out["db"]["ms"] = round((time.monotonic() - start) * 1000, 1)
-        start = time.monotonic()
-        try:
-            out["cache"] = {"ok": True, "master": self.cache.ping()}
-        except Exception as exc:  # noqa: BLE001
-            ok = False
-            out["cache"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}
-        out["cache"]["ms"] = round((time.monotonic() - start) * 1000, 1)
-        out["status"] = "ok" if ok else "fail"
-        return out, 200 if ok else 503
-
-
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask("chirp")
     app.config["SECRET_KEY"] = settings.secret_key
     db = Database(settings)
     cache = Cache(settings)
-    health = Health(db, cache, settings.release, ttl_s=settings.health_ttl_s)
+    health = Health(db, cache, settings.release, ttl_s=settings.health_ttl_s, grace_s=settings.health_grace_s)
     app.extensions["chirp"] = {"db": db, "cache": cache, "settings": settings}
 
     @app.after_request

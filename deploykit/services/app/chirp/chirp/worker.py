@@ -63,7 +63,7 @@ class Worker:
         """Block until a NOTIFY arrives or poll_s passes (LISTEN connection re-made when it breaks)."""
         try:
             if self._listen is None or self._listen.closed:
-                self._listen = self.db.connect(autocommit=True)
+                self._listen = self.db.connect(autocommit=True, session=True)  # LISTEN needs a session
                 self._listen.cursor().execute(f"LISTEN {store.NOTIFY_CHANNEL}")
             if select.select([self._listen], [], [], self.poll_s) != ([], [], []):
                 self._listen.poll()
@@ -85,6 +85,8 @@ class Worker:
                 self.stopping.wait(self.poll_s)
                 continue
             self._wait_for_posts()
+        if self._listen is not None:
+            self._listen.close()
         self.db.close()
         self.cache.close()
         log.info("fan-out worker stopped")
