@@ -1,10 +1,13 @@
-"""The online plan and the apply recap for people (rich) and for CI (JSON data)."""
+"""The online plan, the progress of each stage and the apply recap for people (rich) and for CI (JSON data)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -111,3 +114,82 @@ def print_recap(console: Console, result: ApplyResult) -> None:
         counts[r.status] = counts.get(r.status, 0) + 1
     line = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     console.print(Text(f"{len(result.recap)} hosts: {line}", style="bold green" if result.ok else "bold red"))
+
+
+PLAIN_EVERY_S = 5.0  # without a terminal: a progress line at least this far apart (besides each tenth)
+PLAIN_STEPS_FROM = 10  # ... and a line per tenth of the hosts only from this many hosts on
+REDRAW_EVERY_S = 0.1  # on a terminal: the live line is redrawn at most this often
+
+
+def plain_line_due(done: int, total: int, last_done: int, since_last_s: float) -> bool:
+    """Without a terminal, whether to print a progress line now: when another tenth of the hosts is done (for
+    PLAIN_STEPS_FROM hosts or more), or PLAIN_EVERY_S after the last line if any host finished since; never for
+    the last host (the stage's final line says it), so never one line per host at 500 hosts."""
+    if done >= total or done <= last_done:
+        return False
+    if total >= PLAIN_STEPS_FROM and done * 10 // total > last_done * 10 // total:
+        return True
+    return since_last_s >= PLAIN_EVERY_S
+
+
+def progress_text(stage: str, done: int, total: int, failed: int) -> str:
+    """`connect 480/500, 2 unreachable`: hosts finished (either way) of the stage's hosts, and failures so far."""
+    word = "unreachable" if stage == "connect" else "failed"
+    return f"{stage} {done}/{total}" + (f", {failed} {word}" if failed else "")
+
+
+class ProgressLine:
+    """Hosts done / total and failures of the running stage (connect, probe, each phase of an apply): on a
+    terminal one line redrawn in place, erased at the stage's end; otherwise plain lines (`plain_line_due`).
+    Each stage ends with one final line. Implements the executor's FanoutProgress."""
+
+    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
+        self.console = console
+        self.clock = clock
+        self.stage, self.total, self.done, self.failed = "", 0, 0, 0
+        self.t0 = self.last_t = 0.0
+        self.last_done = 0
+        self.live: Live | None = None
+
+    def start(self, stage: str, total: int) -> None:
+        self.finish_quietly()
+        self.stage, self.total, self.done, self.failed = stage, total, 0, 0
+        self.t0 = self.last_t = self.clock()
+        self.last_done = 0
+        if self.console.is_terminal and total > 0:
+            self.live = Live(self._text(), console=self.console, auto_refresh=False, transient=True)
+            self.live.start(refresh=True)
+
+    def advance(self, ok: bool) -> None:
+        self.done = min(self.total, self.done + 1)
+        self.failed += 0 if ok else 1
+        now = self.clock()
+        if self.live is not None:
+            if now - self.last_t >= REDRAW_EVERY_S or self.done == self.total:
+                self.live.update(self._text(), refresh=True)
+                self.last_t = now
+        elif plain_line_due(self.done, self.total, self.last_done, now - self.last_t):
+            self.console.print(self._text())
+            self.last_done, self.last_t = self.done, now
+
+    def finish(self, line: Text | None = None) -> None:
+        """End the stage with `line`, or with `connect: 498/500 ok in 3.1s, 2 unreachable`."""
+        if not self.stage:
+            return
+        total, failed, ok = self.total, self.failed, self.done - self.failed
+        self.finish_quietly()
+        if line is None and total:
+            word = "unreachable" if self.stage == "connect" else "failed"
+            line = Text(f"{self.stage}: {ok}/{total} ok in {self.clock() - self.t0:.1f}s"
+                        + (f", {failed} {word}" if failed else ""), style="red" if failed else "dim")
+        if line is not None:
+            self.console.print(line)
+        self.stage = ""
+
+    def finish_quietly(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+    def _text(self) -> Text:
+        return Text(progress_text(self.stage, self.done, self.total, self.failed), style="dim")

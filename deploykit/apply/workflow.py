@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -15,10 +14,11 @@ from rich.text import Text
 
 from deploykit.apply import planfile
 from deploykit.apply.planner import OnlinePlan, make_plan
-from deploykit.apply.render import plan_data, print_plan, print_recap
-from deploykit.apply.runner import PhaseResult, apply_plan
+from deploykit.apply.render import ProgressLine, plan_data, print_plan, print_recap
+from deploykit.apply.runner import ApplyResult, OnStep, PhaseResult, StepRunner, apply_plan
 from deploykit.apply.selection import select_hosts
 from deploykit.errors import DeploykitError, ExitCode
+from deploykit.execute.steps import HostOutcome, Step
 from deploykit.inventory import Inventory, load_inventory
 from deploykit.plan import plan_placement
 from deploykit.plan.placement import Placement
@@ -27,13 +27,18 @@ from deploykit.secrets_store import SecretStore
 
 def _plan(inv: Inventory, placement: Placement, err: Console, limit: tuple[str, ...], accept_new: bool,
           ensure_facts: bool):
+    from deploykit.execute import executor
+
     hosts = select_hosts(inv, limit)
     store = SecretStore(inv)
     t0 = time.monotonic()
-    with err.status(f"connecting to {len(hosts)} hosts and reading their state ...") if err.is_terminal \
-            else nullcontext():
-        plan, session = make_plan(inv, placement, store, hosts, accept_new_host_keys=accept_new, limit=limit,
-                                  ensure_facts=ensure_facts)
+    progress = ProgressLine(err)
+    try:
+        with executor.reporting(progress):  # the connect and probe stages, each a progress line
+            plan, session = make_plan(inv, placement, store, hosts, accept_new_host_keys=accept_new, limit=limit,
+                                      ensure_facts=ensure_facts)
+    finally:
+        progress.finish_quietly()
     err.print(Text(f"probed {len(plan.hosts)} of {len(hosts)} hosts in {time.monotonic() - t0:.1f}s", style="dim"))
     return plan, session
 
@@ -100,8 +105,7 @@ def apply_target(target: Path, out: Console, err: Console, *, yes: bool, limit: 
                 err.print("nothing applied")
                 return ExitCode.ERROR
         t0 = time.monotonic()
-        result = apply_plan(plan, session, placement, on_phase=lambda r, n: err.print(
-            Text(f"==> phase {r}: {n} host(s)", style="bold")), on_phase_done=lambda p: _phase_done(err, p))
+        result = apply_with_progress(plan, session, placement, err)
         print_recap(out, result)
         err.print(Text(f"applied in {time.monotonic() - t0:.1f}s", style="dim"))
         return ExitCode.OK if result.ok else ExitCode.ERROR
@@ -109,10 +113,69 @@ def apply_target(target: Path, out: Console, err: Console, *, yes: bool, limit: 
         executor.disconnect(session)
 
 
-def _phase_done(err: Console, p: PhaseResult) -> None:
-    failed = f", FAILED: {', '.join(p.failed)}" if p.failed else ""
-    err.print(Text(f"    {p.role}: {p.hosts - len(p.failed)}/{p.hosts} ok in {p.seconds:.1f}s{failed}",
-                   style="red" if p.failed else "green"))
+def apply_with_progress(plan: OnlinePlan, runner: StepRunner, placement: Placement, err: Console) -> ApplyResult:
+    """apply_plan, each phase shown on `err`: its header, a progress line (hosts done / total, failures so far)
+    while it runs, its final line."""
+    progress = ProgressLine(err)
+
+    def on_phase(role: str, hosts: int) -> None:
+        err.print(Text(f"==> phase {role}: {hosts} host(s)", style="bold"))
+        progress.start(f"phase {role}", hosts)
+
+    try:
+        return apply_plan(plan, CountingRunner(runner, progress), placement, on_phase=on_phase,
+                          on_phase_done=lambda p: progress.finish(phase_done_text(p)), on_step=_no_step)
+    finally:
+        progress.finish_quietly()
 
 
-__all__ = ["OnlinePlan", "apply_target", "online_plan"]
+FAILED_NAMED = 10  # a phase's final line names this many failed hosts at most (the recap lists every one)
+
+
+def phase_done_text(p: PhaseResult) -> Text:
+    names = ", ".join(p.failed[:FAILED_NAMED])
+    more = f" and {len(p.failed) - FAILED_NAMED} more (see the recap)" if len(p.failed) > FAILED_NAMED else ""
+    failed = f", FAILED: {names}{more}" if p.failed else ""
+    return Text(f"    {p.role}: {p.hosts - len(p.failed)}/{p.hosts} ok in {p.seconds:.1f}s{failed}",
+                style="red" if p.failed else "green")
+
+
+def _no_step(host: str, description: str) -> None:
+    """The apply's on_step: nothing to print per step (CountingRunner counts hosts), but given, so that the
+    runner passes it with a phase's own steps."""
+
+
+class CountingRunner:
+    """The session as the runner's StepRunner, telling `progress` as each host of a phase finishes its steps
+    (when its last step succeeds, live; a failed host when its run returns).
+
+    Only the runs the runner passes an on_step to are a phase's hosts: it passes none with the load balancers'
+    drain and put-back steps of a rolling release, which are not counted."""
+
+    def __init__(self, runner: StepRunner, progress: ProgressLine) -> None:
+        self.runner = runner
+        self.progress = progress
+
+    def run(self, steps: dict[str, list[Step]], on_step: OnStep | None = None) -> dict[str, HostOutcome]:
+        if on_step is None:
+            return self.runner.run(steps)
+        left = {host: len(host_steps) for host, host_steps in steps.items()}
+        counted: set[str] = set()
+
+        def step_done(host: str, description: str) -> None:
+            on_step(host, description)
+            left[host] -= 1
+            if left[host] == 0 and host not in counted:
+                counted.add(host)
+                self.progress.advance(True)
+
+        outcomes = self.runner.run(steps, step_done)
+        for host in steps:
+            if host not in counted:
+                counted.add(host)
+                outcome = outcomes.get(host)
+                self.progress.advance(outcome is not None and outcome.ok)
+        return outcomes
+
+
+__all__ = ["CountingRunner", "OnlinePlan", "apply_target", "apply_with_progress", "online_plan"]

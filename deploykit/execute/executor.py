@@ -1,46 +1,98 @@
-"""The ONLY module that uses pyinfra's run API (State, Config, connect, facts, add_op, run_ops).
+"""The ONLY module that uses pyinfra's run API (State, Config, connect, the connector, add_op, run_ops).
 
 pyinfra's API changes between versions; this module absorbs that. Stages follow pyinfra_cli/main.py:
-connect, probe (one fact per host), then phases of steps, each phase's hosts in parallel.
+connect, probe (one command per host), then phases of steps, each phase's hosts in parallel.
+
+Fan-out (the rules are pure functions in fanout.py): connection starts in flight are bounded by the inventory's
+`ssh.max_startups`, apart from the MAX_PARALLEL connected hosts that run steps at once; a connect attempt that
+failed for a passing reason is tried again here, with backoff (pyinfra's own `ssh_connect_retries` is 0: it
+also retried host key refusals, with a flat delay, while holding the start); RLIMIT_NOFILE is checked first.
+
+Round trips per host (read in pyinfra 3.10 and paramiko 4, and counted with a loopback paramiko server that
+records every channel request: 20 and 200 hosts, the same for each):
+- connect: TCP connect, banner, key exchange, one `publickey` authentication (the key is given; agent and key
+  search are off). With `ssh_config_file=/dev/null` pyinfra opens no agent-forwarding session and sets no
+  keepalive, and it runs nothing on the host: no `uname`, no sudo or shell detection, no environment.
+- probe: one session channel and one `exec` of `sh -c '<script>'` (paramiko waits for each: the open, the exec
+  reply, then the output and exit status). Through `host.get_fact` it was already that one command: pyinfra
+  added no round trip. It added local work and faults: a timeout or a dropped connection became "the probe
+  command failed" (the reason was logged, not returned), there was no timeout, a failing probe failed the host
+  in pyinfra's state (the last one raised "No hosts remaining!"), and probes ran on pyinfra's fact pool, 50 at
+  once. The probe now runs through the host's connector (`run_shell_command`) directly: the same command on
+  the same one channel, with a timeout, the reason kept, and PROBES_IN_FLIGHT at once (a probe is a channel on
+  a connection already open: it costs this process no socket and no handshake).
+- steps (counted with pyinfra's @fake connector): a Shell step is one command; an Upload (files.put) is the
+  SFTP put and 6 to 8 commands (stats of the file and its directory, mkdir and chown when the directory is
+  missing, the temporary directory, chown, chmod), in the host's own greenlet. add_op also ran 3 of those stats,
+  for change detection, host after host in the main greenlet before the phase started (500 hosts x 20 files:
+  30,000 round trips one after the other); open_session turns that off, deploykit's diff having decided.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import gevent
 from gevent import monkey
-from pyinfra.api import Config, FactBase, Inventory, State
+from gevent.lock import BoundedSemaphore
+from gevent.pool import Pool
+from paramiko import SSHException
+from pyinfra.api import Config, Inventory, State, StringCommand
 from pyinfra.api.exceptions import ConnectError, PyinfraError
 from pyinfra.api.operation import add_op
 from pyinfra.api.operations import run_ops
-from pyinfra.api.state import StateHostMeta, StateHostResults
+from pyinfra.api.state import BaseStateCallback, StateHostMeta, StateHostResults
 from pyinfra.operations import files, server
 
 from deploykit.errors import DeploykitError
+from deploykit.execute.fanout import FanoutProgress, backoff_delays, connect_with_retries, ensure_open_files
 from deploykit.execute.probe import HostFacts, ProbeError, ProbeSpec, parse_probe, probe_command
 from deploykit.execute.steps import HostOutcome, Shell, Step, Upload
-from deploykit.inventory.model import Host
+from deploykit.inventory.model import DEFAULT_MAX_STARTUPS, Host
 
-__all__ = ["HostOutcome", "Session", "connect", "disconnect", "probe", "run_steps"]
+__all__ = ["HostOutcome", "Session", "connect", "disconnect", "probe", "reporting", "run_steps"]
 
-CONNECT_TIMEOUT_S = 10
-CONNECT_RETRIES = 2
-MAX_PARALLEL = 50
+CONNECT_TIMEOUT_S = 10  # each of: the TCP connect, the banner, the key exchange, the authentication
+MAX_PARALLEL = 50  # connected hosts running a phase's steps at once
+PROBES_IN_FLIGHT = 256  # probes at once: one channel each, on connections already open
+PROBE_TIMEOUT_S = 120  # the probe script's whole run on one host (stat, base64, dpkg-query, systemctl)
+
+_progress: ContextVar[FanoutProgress | None] = ContextVar("deploykit_fanout_progress", default=None)
 
 
-class _Probe(FactBase):
-    """Runs deploykit's probe script and returns its output lines."""
+@contextmanager
+def reporting(progress: FanoutProgress) -> Iterator[None]:
+    """Report the connect and probe stages run inside the block to `progress` (the CLI's progress line)."""
+    token = _progress.set(progress)
+    try:
+        yield
+    finally:
+        _progress.reset(token)
 
-    def command(self, script: str) -> str:  # type: ignore[override]
-        return script
 
-    def process(self, output: list[str]) -> list[str]:  # type: ignore[override]
-        return output
+class _StepEvents(BaseStateCallback):
+    """Reports each step as it succeeds on its host (pyinfra's operation_host_success), during the phase."""
+
+    def __init__(self) -> None:
+        self.steps: dict[tuple[Any, str], tuple[str, str]] = {}  # (pyinfra host, op hash) -> (name, step)
+        self.on_step: Callable[[str, str], None] | None = None
+        self.errors: list[Exception] = []
+
+    def operation_host_success(self, state: State, host: Any, op_hash: str,  # type: ignore[override]
+                               retry_count: int = 0) -> None:
+        step = self.steps.get((host, op_hash))
+        if step is None or self.on_step is None:
+            return
+        try:
+            self.on_step(*step)
+        except Exception as exc:  # a caller's bug must not fail the host's step: raised after the phase
+            self.errors.append(exc)
 
 
 @dataclass
@@ -50,6 +102,7 @@ class Session:
     state: State
     by_name: dict[str, Any]
     unreachable: dict[str, str] = field(default_factory=dict)
+    events: _StepEvents = field(default_factory=_StepEvents)
 
     @property
     def connected(self) -> list[str]:
@@ -101,9 +154,7 @@ def _host_data(h: Host, accept_new_host_keys: bool) -> dict[str, Any]:
         "ssh_config_file": "/dev/null",
         "ssh_allow_agent": False,
         "ssh_look_for_keys": False,
-        "ssh_connect_retries": CONNECT_RETRIES,
-        "ssh_connect_retry_min_delay": 0.5,
-        "ssh_connect_retry_max_delay": 2.0,
+        "ssh_connect_retries": 0,  # deploykit retries, see connect
         "ssh_paramiko_connect_kwargs": {"banner_timeout": CONNECT_TIMEOUT_S, "auth_timeout": CONNECT_TIMEOUT_S},
     }
 
@@ -131,36 +182,83 @@ def _quiet_pyinfra() -> _ErrorCapture:
     return capture
 
 
+def open_session(entries: list[tuple[str, dict[str, Any]]]) -> Session:
+    """A session over pyinfra hosts named and configured as `entries` (deploykit's hosts with their SSH data;
+    pyinfra's @fake hosts in the unit tests), none connected yet."""
+    inventory = Inventory((entries, {}))
+    config = Config(CONNECT_TIMEOUT=CONNECT_TIMEOUT_S, PARALLEL=min(MAX_PARALLEL, max(1, len(entries))),
+                    FAIL_PERCENT=None)
+    # No change detection when operations are added: it ran each new operation's facts (files.put: three stat
+    # commands) then and there, host after host in one greenlet, before the phase began; deploykit's probe and
+    # diff already decided what changes. The operations still check at run time, each host in its own greenlet.
+    state = State(inventory, config, check_for_changes=False)
+    session = Session(state, {name: inventory.get_host(name) for name, _ in entries})
+    state.add_callback_handler(session.events)
+    return session
+
+
+def max_startups(hosts: Iterable[Host]) -> int:
+    """The inventory's `ssh.max_startups` (every host carries the same one; the smallest, to be safe)."""
+    return min((h.ssh.max_startups for h in hosts), default=DEFAULT_MAX_STARTUPS)
+
+
 def connect(hosts: Iterable[Host], *, accept_new_host_keys: bool = False,
             progress: Callable[[str, bool], None] | None = None) -> Session:
-    """Connect to every host in parallel (bounded); unreachable ones are recorded, not fatal."""
+    """Connect to every host, `ssh.max_startups` connection starts at a time; unreachable ones are recorded,
+    not fatal. Raises TooFewOpenFiles, before connecting anywhere, if the process may not open a socket per host."""
     _require_gevent()
     hosts = list(hosts)
+    ensure_open_files(len(hosts))
     capture = _quiet_pyinfra()
-    inventory = Inventory(([(h.name, _host_data(h, accept_new_host_keys)) for h in hosts], {}))
-    config = Config(CONNECT_TIMEOUT=CONNECT_TIMEOUT_S, PARALLEL=min(MAX_PARALLEL, max(1, len(hosts))),
-                    FAIL_PERCENT=None)
-    state = State(inventory, config)
-    by_name = {h.name: inventory.get_host(h.name) for h in hosts}
-    session = Session(state, by_name)
+    session = open_session([(h.name, _host_data(h, accept_new_host_keys)) for h in hosts])
+    state, by_name = session.state, session.by_name
+    starts = BoundedSemaphore(max_startups(hosts))
+    meter = _progress.get()
 
     def _connect(name: str) -> None:
         host = by_name[name]
-        try:
-            host.connect(show_errors=False, raise_exceptions=True)
-        except ConnectError as exc:
-            session.unreachable[name] = _connect_message(str(exc.args[0]) if exc.args else str(exc))
-        except Exception as exc:  # paramiko raises a zoo of errors; each is this host's problem only
-            session.unreachable[name] = _connect_message(f"{type(exc).__name__}: {exc}")
+        error, attempts = connect_with_retries(lambda: _attempt(host), starts, backoff_delays(), gevent.sleep)
+        if error is not None:
+            tries = f" ({attempts} attempts)" if attempts > 1 else ""
+            session.unreachable[name] = _connect_message(_raw_error(error)) + tries
+        ok = error is None
         if progress:
-            progress(name, name not in session.unreachable)
+            progress(name, ok)
+        if meter:
+            meter.advance(ok)
 
-    gevent.joinall([state.pool.spawn(_connect, h.name) for h in hosts])
+    if meter:
+        meter.start("connect", len(hosts))
+    gevent.joinall([gevent.spawn(_connect, h.name) for h in hosts])
+    if meter:
+        meter.finish()
     for name, host in by_name.items():
         if host.connected and name not in session.unreachable:
             state.activate_host(host)
     capture.lines.clear()
     return session
+
+
+def _attempt(host: Any) -> Exception | None:
+    """One connect attempt; a failed one's connection is closed at once (paramiko leaves it open)."""
+    try:
+        host.connect(show_errors=False, raise_exceptions=True)
+        return None
+    except Exception as exc:  # paramiko raises a zoo of errors; each is this host's problem only
+        client = getattr(host.connector, "client", None)
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: S110 - closing what failed; nothing to add to the first error
+                pass
+            host.connector.client = None
+        return exc
+
+
+def _raw_error(exc: Exception) -> str:
+    if isinstance(exc, ConnectError):
+        return str(exc.args[0]) if exc.args else str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _connect_message(raw: str) -> str:
@@ -191,23 +289,46 @@ def probe(session: Session, specs: dict[str, ProbeSpec]) -> tuple[dict[str, Host
     """Facts for each connected host; hosts whose probe failed are returned with the reason."""
     facts: dict[str, HostFacts] = {}
     errors: dict[str, str] = {}
+    meter = _progress.get()
 
     def _one(name: str) -> None:
-        host = session.by_name[name]
         try:
-            lines = host.get_fact(_Probe, script=probe_command(specs[name]), _shell_executable="sh")
-            if lines is None:
-                errors[name] = "the probe command failed"
-                return
-            facts[name] = parse_probe(specs[name], list(lines))
+            lines, why = run_probe(session.by_name[name], probe_command(specs[name]))
+            if why:
+                errors[name] = why
+            else:
+                facts[name] = parse_probe(specs[name], lines)
         except ProbeError as exc:
             errors[name] = str(exc)
-        except (PyinfraError, OSError, EOFError) as exc:
-            errors[name] = f"probe failed: {exc}"
+        except Exception as exc:  # paramiko's zoo again: this host's problem only, never a host left out
+            errors[name] = f"probe failed: {type(exc).__name__}: {exc}"
+        if meter:
+            meter.advance(name in facts)
 
     names = [n for n in session.connected if n in specs]
-    gevent.joinall([session.state.fact_pool.spawn(_one, n) for n in names])
+    if meter:
+        meter.start("probe", len(names))
+    pool = Pool(min(PROBES_IN_FLIGHT, max(1, len(names))))
+    gevent.joinall([pool.spawn(_one, n) for n in names])
+    if meter:
+        meter.finish()
     return facts, errors
+
+
+def run_probe(host: Any, script: str) -> tuple[list[str], str]:
+    """The probe script's output lines on `host`, or why there are none. The command pyinfra's fact machinery
+    ran (`sh -c '<script>'`, one exec on one channel), through the connector, without the machinery."""
+    try:
+        ok, output = host.run_shell_command(StringCommand(script), _shell_executable="sh",
+                                            _timeout=PROBE_TIMEOUT_S)
+    except TimeoutError:
+        return [], f"probe failed: no answer within {PROBE_TIMEOUT_S}s"
+    except (PyinfraError, OSError, EOFError, SSHException) as exc:
+        return [], f"probe failed: {str(exc) or type(exc).__name__}"
+    if not ok:
+        detail = " | ".join(line.strip() for line in output.stderr_lines[-3:] if line.strip())
+        return [], "the probe command failed" + (f": {detail}" if detail else "")
+    return list(output.stdout_lines), ""
 
 
 def fresh_operations(state: State, hosts: Iterable[Any]) -> None:
@@ -235,6 +356,8 @@ def run_steps(session: Session, steps: dict[str, list[Step]],
     if not names:
         return outcomes
     fresh_operations(state, session.by_name.values())
+    events = session.events
+    events.steps, events.on_step, events.errors = {}, on_step, []
     metas: dict[str, list[tuple[str, Any]]] = {}
     for name in names:
         host = session.by_name[name]
@@ -248,23 +371,28 @@ def run_steps(session: Session, steps: dict[str, list[Step]],
                 assert isinstance(step, Shell)
                 result = add_op(state, server.shell, name=step.description, commands=[step.command], host=host)
             metas[name].append((step.description, result[host]))
+            events.steps[(host, host.op_hash_order[-1])] = (name, step.description)
     capture = _quiet_pyinfra()
     try:
         run_ops(state, no_wait=True)
     except PyinfraError:
         pass  # every host failed; each one's outcome is read below
+    finally:
+        events.steps, events.on_step = {}, None
     for name in steps:
         if name not in names:
             if steps[name]:
                 outcomes[name] = HostOutcome(False, "not connected")
             continue
-        outcomes[name] = _read_outcome(name, metas[name], capture, on_step)
+        outcomes[name] = _read_outcome(name, metas[name], capture)
+    if events.errors:
+        raise events.errors[0]
     return outcomes
 
 
-def _read_outcome(name: str, metas: list[tuple[str, Any]], capture: _ErrorCapture,
-                  on_step: Callable[[str, str], None] | None) -> HostOutcome:
-    """How far one host got: its steps stop at the first one that failed or never ran."""
+def _read_outcome(name: str, metas: list[tuple[str, Any]], capture: _ErrorCapture) -> HostOutcome:
+    """How far one host got: its steps stop at the first one that failed or never ran (each step that
+    succeeded was reported to on_step as it did, by _StepEvents)."""
     outcome = HostOutcome()
     for description, meta in metas:
         if not meta.is_complete():
@@ -276,8 +404,6 @@ def _read_outcome(name: str, metas: list[tuple[str, Any]], capture: _ErrorCaptur
                                output=meta.stdout or "")
         outcome.steps_done += 1
         outcome.output = meta.stdout or ""
-        if on_step:
-            on_step(name, description)
     return outcome
 
 

@@ -443,3 +443,24 @@ def test_provider_spelt_two_ways_is_not_a_second_provider(capsys, written, make_
     code, _, err = run(capsys, "plan", "--offline", written(make_inventory(sites=sites)))
     assert code == ExitCode.ERROR
     assert "differs only in case from 'hetzner'" in flat(err)
+
+
+# --- connecting to many hosts ---------------------------------------------------------------------------------
+
+
+def test_too_few_open_files_is_one_clear_line_before_connecting_anywhere(capsys, written, make_inventory,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from deploykit.execute import executor, fanout
+
+    monkeypatch.setattr(executor, "_require_gevent", lambda: None)  # this test process is not patched
+    monkeypatch.setattr(executor, "ensure_open_files", lambda hosts: fanout.ensure_open_files(
+        hosts, getrlimit=lambda _: (50, 50), setrlimit=lambda *_: None))
+    monkeypatch.setattr(executor, "open_session", lambda entries: pytest.fail("connected"))
+    code, out, err = run(capsys, "plan", written(make_inventory()))
+    assert code == ExitCode.ERROR
+    assert flat(err) == (
+        "error: connecting to 9 hosts needs at least 73 open files (one socket per host, 64 for deploykit itself), "
+        "but this process may open only 50 (hard limit 50); raise the limit before running deploykit: "
+        "`ulimit -n 82` in the shell (raising the hard limit needs root: `nofile` in /etc/security/limits.conf), "
+        "`LimitNOFILE=82` in a systemd unit, or connect to fewer hosts at once with --limit")
+    assert out == ""
