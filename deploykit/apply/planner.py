@@ -120,8 +120,9 @@ def _live(unit: tuple[str, str] | None) -> bool:
 
 def _with_facts(inv: Inventory, placement: Placement, store: SecretStore, hosts: list[Host],
                 states: dict[str, list[RoleState]], known: dict[str, dict[str, str]]) -> None:
-    """Recompute, in `states`, the states of the services that read host facts, with the facts `known`."""
-    readers = tuple(s.name for s in SERVICES if s.host_facts)
+    """Recompute, in `states`, the states of the services that read host facts (their own, or others' named in
+    `reads_facts`), with the facts `known`."""
+    readers = tuple(s.name for s in SERVICES if s.host_facts or s.reads_facts)
     if not readers or not hosts:
         return
     again = desired_states(inv, placement, store.get, hosts, phases=readers, facts=known, previous=store.previous)

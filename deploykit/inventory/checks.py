@@ -18,6 +18,7 @@ from typing import Any
 from deploykit.inventory import schema
 from deploykit.inventory.meshchecks import MeshEntry, build_mesh
 from deploykit.inventory.model import (
+    DEFAULT_MAX_STARTUPS,
     LEVELS,
     AppService,
     BackupService,
@@ -29,9 +30,11 @@ from deploykit.inventory.model import (
     Inventory,
     LbService,
     LbTls,
+    PoolerService,
     Services,
     Site,
     SshSettings,
+    default_session_pool,
 )
 from deploykit.inventory.names import LABEL, domain_problem, name_problem, natural_key
 from deploykit.inventory.ranges import RangeError, check_range_addresses, expand_names
@@ -43,7 +46,8 @@ from deploykit.inventory.yamlsource import KeyPath, Source
 
 SUPPORTED_VERSION = 1
 _SITE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
-_SSH_DEFAULTS = {"user": "root", "port": 22, "identity_file": "~/.ssh/id_ed25519", "known_hosts": "known_hosts"}
+_SSH_DEFAULTS = {"user": "root", "port": 22, "identity_file": "~/.ssh/id_ed25519", "known_hosts": "known_hosts",
+                 "max_startups": DEFAULT_MAX_STARTUPS}
 
 
 @dataclass
@@ -115,6 +119,7 @@ def build(src: Source, file: Path, roles: tuple[str, ...]) -> Inventory | None:
     _check_tiers(src, sites, entries, levels, roles)
     _check_dns(src, sites, entries, roles, services, head.domain if head else None)
     _check_ports(src, svc, hosts, entries)
+    _check_pooler(src, svc, hosts)
 
     if head is None or ssh is None or services is None or mesh is None \
             or any(p.severity == "error" for p in src.problems):
@@ -341,6 +346,7 @@ def _ssh_settings(file: Path, base: dict[str, Any], spec: schema.SshSpec | None)
     return SshSettings(
         user=merged["user"], port=merged["port"],
         identity_file=_resolve(file, merged["identity_file"]), known_hosts=_resolve(file, merged["known_hosts"]),
+        max_startups=merged["max_startups"],
     )
 
 
@@ -354,7 +360,7 @@ def _build_hosts(src: Source, entries: list[_Entry], sites: dict[str, Site | Non
                  mesh_addresses: dict[str, IPv4Address]) -> list[Host]:
     hosts: list[Host] = []
     base = {"user": ssh.user, "port": ssh.port, "identity_file": str(ssh.identity_file),
-            "known_hosts": str(ssh.known_hosts)}
+            "known_hosts": str(ssh.known_hosts), "max_startups": ssh.max_startups}
     for e in entries:
         site = sites.get(e.spec.site)
         if site is None or not e.usable:
@@ -380,6 +386,7 @@ def _build_services(spec: schema.ServicesSpec | None, tls: LbTls) -> Services:
         dns=DnsService(ttl=spec.dns.ttl, names=tuple(spec.dns.names), check_interval=spec.dns.check_interval,
                        check_timeout=spec.dns.check_timeout),
         backup=BackupService(**spec.backup.model_dump()),
+        pooler=PoolerService(**spec.pooler.model_dump()),
     )
 
 
@@ -526,7 +533,7 @@ def _check_ports(src: Source, svc: Services, hosts: list[Host], entries: list[_E
                "lb.stats_port": svc.lb.stats_port, "lb.db_primary_port": svc.lb.db_primary_port,
                "lb.db_replica_port": svc.lb.db_replica_port, "lb.cache_port": svc.lb.cache_port},
         "app": {"app.port": svc.app.port},
-        "db": {"db.port": svc.db.port, "db.patroni_port": svc.db.patroni_port},
+        "db": {"db.port": svc.db.port, "db.patroni_port": svc.db.patroni_port, "pooler.port": svc.pooler.port},
         "cache": {"cache.port": svc.cache.port, "cache.sentinel_port": svc.cache.sentinel_port},
         "etcd": {"etcd.client_port": svc.etcd.client_port, "etcd.peer_port": svc.etcd.peer_port},
     }
@@ -546,3 +553,23 @@ def _check_ports(src: Source, svc: Services, hosts: list[Host], entries: list[_E
                               f"port {port} of {key} is also {taken[port]} on host '{h.name}' (roles "
                               f"{', '.join(h.roles)}); pick another port")
                 taken.setdefault(port, key)
+
+
+def _check_pooler(src: Source, svc: Services, hosts: list[Host]) -> None:
+    """The pooler's settings against the hosts that connect through it: every worker host holds a session-pool
+    connection (its LISTEN) and the release takes one for its migration lock; each app host opens at least one
+    client connection per gunicorn worker (more with threads, see services/pooler) and each worker host two."""
+    pooler = svc.pooler
+    workers = sum(1 for h in hosts if h.has("worker"))
+    apps = sum(1 for h in hosts if h.has("app"))
+    if pooler.session_pool_size is not None and pooler.session_pool_size < workers + 1:
+        src.error(("services", "pooler", "session_pool_size"),
+                  f"{pooler.session_pool_size} session connections cannot hold the LISTEN of the {workers} worker "
+                  f"hosts and the release's migration lock: write at least {workers + 1}, or leave it out "
+                  f"(then {default_session_pool(workers)})")
+    least = apps * svc.app.workers + workers * 2 + 1
+    if pooler.max_client_conn is not None and pooler.max_client_conn < least:
+        src.error(("services", "pooler", "max_client_conn"),
+                  f"{pooler.max_client_conn} client connections are fewer than the {least} the app opens at least "
+                  f"({apps} app hosts x {svc.app.workers} gunicorn workers, {workers} worker hosts x 2, the "
+                  "release): write more, or leave it out (then computed from the app)")

@@ -13,12 +13,19 @@ from pathlib import Path
 LEVELS: tuple[str, ...] = ("provider", "site", "rack", "host")
 
 
+# SSH connection starts (handshake and authentication) in flight at once, over the whole run: each host is its
+# own sshd (MaxStartups 10:30:100 counts per sshd, and deploykit opens one connection per host), so what this
+# bounds is the burst of new connections leaving this machine. See docs/inventory.md.
+DEFAULT_MAX_STARTUPS = 32
+
+
 @dataclass(frozen=True, slots=True)
 class SshSettings:
     user: str
     port: int
     identity_file: Path
     known_hosts: Path  # absolute (resolved against the inventory's directory)
+    max_startups: int = DEFAULT_MAX_STARTUPS  # the inventory's (a setting of the whole run, the same on every host)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +158,42 @@ class BackupService:
     process_max: int = 2  # pgBackRest processes per backup or restore
 
 
+SESSION_POOL_DEFAULT = 5  # services.pooler.session_pool_size for up to three worker hosts
+MIN_CLIENT_CONN = 1000  # the least services.pooler.max_client_conn computed
+
+
+def default_session_pool(worker_hosts: int) -> int:
+    """SESSION_POOL_DEFAULT or, when larger, one LISTEN per worker host, the release's migration lock and a spare."""
+    return max(SESSION_POOL_DEFAULT, worker_hosts + 2)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolerService:
+    """PgBouncer on every db host (services/pooler): what the app and the workers connect to."""
+
+    port: int = 6432
+    pool_size: int = 20  # server connections of the transaction pool, per db host
+    # Server connections of the session pool (migrations' advisory lock, each worker host's LISTEN); None:
+    # SESSION_POOL_DEFAULT, or more when the worker hosts need it (`session_pool`).
+    session_pool_size: int | None = None
+    reserve_pool_size: int = 5  # extra server connections a transaction-pool client waiting 1 s may open
+    # Client connections each pooler accepts; None: computed from the app (`client_limit`).
+    max_client_conn: int | None = None
+    statement_timeout: int = 5  # seconds, set on the transaction pool's server connections; 0: none
+    query_wait_timeout: int = 10  # seconds a client may wait for a server connection before an error
+
+    def session_pool(self, worker_hosts: int) -> int:
+        """The session pool's size: the setting, else `default_session_pool`."""
+        return self.session_pool_size if self.session_pool_size is not None else default_session_pool(worker_hosts)
+
+    def client_limit(self, clients: int) -> int:
+        """max_client_conn: the setting, else twice the `clients` the app opens (a rolling restart's old and new
+        processes overlap; reconnections after a failover), at least MIN_CLIENT_CONN."""
+        if self.max_client_conn is not None:
+            return self.max_client_conn
+        return max(MIN_CLIENT_CONN, 2 * clients)
+
+
 DEFAULT_MESH_NETWORK = IPv4Network("10.213.0.0/16")
 MESH_INTERFACE = "mesh0"
 
@@ -173,6 +216,7 @@ class Services:
     lb: LbService = field(default_factory=LbService)
     dns: DnsService = field(default_factory=DnsService)
     backup: BackupService = field(default_factory=BackupService)
+    pooler: PoolerService = field(default_factory=PoolerService)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic_core import PydanticCustomError
 
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
 Name = Annotated[StrictStr, Field(min_length=1, max_length=63)]
@@ -26,6 +27,20 @@ class SshSpec(_Spec):
     port: Port | None = None
     identity_file: StrictStr | None = None
     known_hosts: StrictStr | None = None
+    # Connection starts in flight over the whole run (model.DEFAULT_MAX_STARTUPS); top-level `ssh` only.
+    max_startups: Annotated[StrictInt, Field(ge=1, le=1024)] | None = None
+
+
+class HostSshSpec(SshSpec):
+    """A host's own `ssh`: any key of the top-level one but `max_startups`, which bounds the whole run."""
+
+    @field_validator("max_startups")
+    @classmethod
+    def _whole_run(cls, value: int | None) -> int | None:
+        if value is not None:
+            raise PydanticCustomError("whole_run", "a setting of the whole run, allowed in the top-level ssh "
+                                      "section only")
+        return value
 
 
 Interface = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.:-]{1,15}$")]
@@ -44,7 +59,7 @@ class HostSpec(_Spec):
     rack: Name | None = None
     provider: Name | None = None  # optional; if given it must match the site's provider
     interface: Interface | None = None  # overrides the site's interface
-    ssh: SshSpec | None = None
+    ssh: HostSshSpec | None = None
     mesh_address: StrictStr | None = None  # pins its mesh address (a range: consecutive addresses from here)
 
 
@@ -143,6 +158,30 @@ class BackupSpec(_Spec):
         return value.strip()
 
 
+PoolSize = Annotated[StrictInt, Field(ge=1, le=10_000)]
+
+
+class PoolerSpec(_Spec):
+    """PgBouncer on the db hosts (model.PoolerService; whole-inventory rules in checks.py)."""
+
+    port: Port = 6432
+    pool_size: PoolSize = 20
+    session_pool_size: PoolSize | None = None  # default: 5, or the worker hosts + 2 when more
+    reserve_pool_size: Annotated[StrictInt, Field(ge=0, le=10_000)] = 5
+    max_client_conn: Annotated[StrictInt, Field(ge=10, le=1_000_000)] | None = None  # default: computed
+    statement_timeout: Annotated[StrictInt, Field(ge=0, le=86_400)] = 5  # seconds; 0: none
+    query_wait_timeout: StrictInt = 10  # seconds (1-3600)
+
+    @field_validator("query_wait_timeout")
+    @classmethod
+    def _query_wait_timeout(cls, value: int) -> int:
+        if not 1 <= value <= 3600:
+            raise PydanticCustomError("wait_range", "write the seconds a client may wait for a server connection, "
+                                      "1 to 3600 (PgBouncer reads 0 as 'wait forever': a busy pool would then hold "
+                                      "every client)")
+        return value
+
+
 class MeshSpec(_Spec):
     network: StrictStr | None = None  # default: model.DEFAULT_MESH_NETWORK
     port: Port = 51820
@@ -157,6 +196,7 @@ class ServicesSpec(_Spec):
     lb: LbSpec = Field(default_factory=LbSpec)
     dns: DnsSpec = Field(default_factory=DnsSpec)
     backup: BackupSpec = Field(default_factory=BackupSpec)
+    pooler: PoolerSpec = Field(default_factory=PoolerSpec)
 
 
 class TopSpec(_Spec):

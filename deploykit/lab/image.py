@@ -46,7 +46,7 @@ PACKAGES: tuple[str, ...] = tuple(dict.fromkeys((*LAB_TOOLS, *service_packages()
 # Units the packages enable that must not run until a deploykit role configures them (or ever, offline).
 DISABLED_UNITS: tuple[str, ...] = (
     "haproxy.service", "keepalived.service", "postgresql.service", "patroni.service", "etcd.service", "pdns.service",
-    "redis-server.service", "redis-sentinel.service", "nftables.service", "apt-daily.timer",
+    "pgbouncer.service", "redis-server.service", "redis-sentinel.service", "nftables.service", "apt-daily.timer",
     "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer", "e2scrub_reap.service",
     "fstrim.timer", "logrotate.timer", "man-db.timer", "systemd-networkd-wait-online.service",
     "getty@tty1.service", "console-getty.service",

@@ -37,8 +37,8 @@ def render_placement(inv: Inventory, p: Placement, services: tuple[Service, ...]
         for row in section.rows:
             table.add_row(*row)
         tables.append(table)
-    roles = ", ".join(f"{s.name} {len(inv.with_role(s.name))}" for s in services
-                      if not s.every_host and inv.with_role(s.name))
+    roles = ", ".join(f"{s.role} {len(inv.with_role(s.role))}" for s in services
+                      if s.role is not None and inv.with_role(s.role))
     tables.append(Text(f"hosts: {len(inv.hosts)} in {len(inv.sites)} sites at {len(inv.providers)} providers"
                        f"   roles: {roles or '-'}"))
     return Group(*tables)

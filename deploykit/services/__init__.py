@@ -6,7 +6,7 @@ are explicit: a service that fails to import is an error at start-up, never a si
 
 from __future__ import annotations
 
-from deploykit.services import app, backup, base, cache, db, dns, etcd, lb, mesh
+from deploykit.services import app, backup, base, cache, db, dns, etcd, lb, mesh, pooler
 from deploykit.services.contract import Service
 
 SERVICES: tuple[Service, ...] = (
@@ -14,6 +14,7 @@ SERVICES: tuple[Service, ...] = (
     mesh.SERVICE,
     etcd.SERVICE,
     db.SERVICE,
+    pooler.SERVICE,
     backup.SERVICE,
     cache.SERVICE,
     lb.SERVICE,
@@ -25,12 +26,12 @@ SERVICES: tuple[Service, ...] = (
 
 def inventory_roles(services: tuple[Service, ...] = SERVICES) -> tuple[str, ...]:
     """The roles a host may have, in the order its roles are listed (the resilience table's: edge inward)."""
-    return tuple(s.name for s in sorted(services, key=lambda s: s.tier_column) if not s.every_host)
+    return tuple(s.name for s in sorted(services, key=lambda s: s.tier_column) if s.role is not None)
 
 
 def role_names(services: tuple[Service, ...] = SERVICES) -> tuple[str, ...]:
-    """The inventory roles the services run on, in phase order."""
-    return tuple(s.name for s in services if not s.every_host)
+    """The inventory roles the services run on, in phase order (services without a role of their own left out)."""
+    return tuple(s.name for s in services if s.role is not None)
 
 
 def service_named(name: str, services: tuple[Service, ...] = SERVICES) -> Service:

@@ -201,8 +201,10 @@ class Service:
     """One service (or one role of a service package). Subclasses set the class attributes and override
     the hooks they need; every hook has a neutral default."""
 
-    name: ClassVar[str]  # phase name, and the inventory role it runs on unless `every_host`
+    name: ClassVar[str]  # phase name, and the inventory role it runs on unless `every_host` or `host_role`
     every_host: ClassVar[bool] = False  # runs on every inventory host (no role of its own)
+    # Runs on the hosts of this role and has no inventory role of its own (e.g. the pooler on every db host).
+    host_role: ClassVar[str | None] = None
     rollout: ClassVar[Rollout] = Rollout.PARALLEL
     # The load balancers' backend its hosts are drained from during a ROLLING rollout (a frontend's name).
     drain_backend: ClassVar[str | None] = None
@@ -216,15 +218,23 @@ class Service:
     packages: ClassVar[tuple[str, ...]] = ()
     # What it reads from its hosts before its config is computed (see HostFact).
     host_facts: ClassVar[tuple[HostFact, ...]] = ()
+    # Facts of other services (their HostFact names) its config reads too: its state is computed again once the
+    # probe has read them, like the state of a service that reads facts of its own (e.g. the pooler orders its
+    # rollout by db's leader fact).
+    reads_facts: ClassVar[tuple[str, ...]] = ()
     # Its systemd units whose running (or being enabled) on a host that does not hold the role means the role
     # is to be retired there: the host had the role and the inventory took it away (see `retire`).
     retire_units: ClassVar[tuple[str, ...]] = ()
 
     @property
     def role(self) -> str | None:
-        return None if self.every_host else self.name
+        """The inventory role it runs on, which is its name; None when it has none of its own (`every_host`,
+        `host_role`)."""
+        return None if self.every_host or self.host_role is not None else self.name
 
     def runs_on(self, host: Host) -> bool:
+        if self.host_role is not None:
+            return host.has(self.host_role)
         return self.every_host or host.has(self.name)
 
     # --- plan ----------------------------------------------------------------------------------------------

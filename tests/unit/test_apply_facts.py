@@ -141,3 +141,15 @@ def test_a_stale_tunnel_is_a_finding_named_in_the_plan(lab) -> None:
     lab.answers["fra1-web-1"] = ["@@FACT mesh-public-key key-fra1-web-1", f"@@FACT mesh-handshakes {now} {pairs}"]
     plan = lab.plan()
     assert plan.findings == {"fra1-web-1": ["mesh: no WireGuard handshake with ams1-web-1 in the last 300 s"]}
+
+
+def test_a_service_reading_another_services_fact_is_computed_again_with_it(lab) -> None:
+    """The pooler orders its rollout by db's leader fact (`reads_facts`): read in the same probe, it applies."""
+    for h in ("ams1-data-1", "fra1-data-1", "rbx1-data-1"):
+        lab.answers[h] = [f"@@FACT mesh-public-key key-{h}", "@@FACT mesh-kernel userspace",
+                          f"@@FACT db-leader {'200' if h == 'fra1-data-1' else '503'}"]
+    plan = lab.plan()
+    order = {h: rc.rollout_order for h, hp in plan.hosts.items() for rc in hp.roles if rc.role == "pooler"}
+    assert order == {"ams1-data-1": 0, "fra1-data-1": 1, "rbx1-data-1": 0}  # the leader's pooler last
+    db = {h: rc.rollout_order for h, hp in plan.hosts.items() for rc in hp.roles if rc.role == "db"}
+    assert db == {"ams1-data-1": 1, "fra1-data-1": 0, "rbx1-data-1": 1}  # and its Patroni first

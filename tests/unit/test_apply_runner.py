@@ -128,6 +128,9 @@ def test_a_first_apply_runs_every_phase_in_order_each_as_its_rollout_says(lab: L
         ("mesh", "change", ALL),
         ("etcd", "change", DATA),
         ("db", "change", DATA),
+        # one host at a time (nobody leads yet, so no host goes last)
+        ("pooler", "change", ("ams1-data-1",)), ("pooler", "change", ("fra1-data-1",)),
+        ("pooler", "change", ("rbx1-data-1",)),
         ("backup", "change", DATA), ("backup", "change", BACKUP),  # members first, then the repositories
         ("cache", "change", ("ams1-data-1",)), ("cache", "change", ("fra1-data-1",)),
         ("cache", "change", ("rbx1-data-1",)),
@@ -136,8 +139,8 @@ def test_a_first_apply_runs_every_phase_in_order_each_as_its_rollout_says(lab: L
         ("dns", "change", ("ams1-data-1",)), ("dns", "change", ("fra1-data-1",)), ("dns", "change", ("rbx1-data-1",)),
     ]  # no worker phase: on the lab a web host's app state holds its worker's
     assert [(p.role, p.hosts, p.failed) for p in done] == [
-        ("base", 9, []), ("mesh", 9, []), ("etcd", 3, []), ("db", 3, []), ("backup", 5, []), ("cache", 3, []),
-        ("lb", 6, []), ("app", 6, []), ("dns", 3, [])]
+        ("base", 9, []), ("mesh", 9, []), ("etcd", 3, []), ("db", 3, []), ("pooler", 3, []), ("backup", 5, []),
+        ("cache", 3, []), ("lb", 6, []), ("app", 6, []), ("dns", 3, [])]
     assert result.phases == done
     assert result.ok and not result.aborted and result.degraded == []
     assert {r.status for r in result.recap.values()} == {"changed"}
@@ -207,16 +210,17 @@ def test_one_unreachable_data_host_goes_on_without_it(lab: Lab) -> None:
     result = lab.apply(fake, lab.plan(unreachable={"fra1-data-1": "unreachable: timed out"}))
     assert not result.aborted
     assert "fra1-data-1" not in fake.hosts_sent()
-    assert fake.briefs()[:9] == [
+    assert fake.briefs()[:11] == [
         ("base", "change", tuple(h for h in ALL if h != "fra1-data-1")),
         ("mesh", "change", tuple(h for h in ALL if h != "fra1-data-1")),
         ("etcd", "change", ("ams1-data-1", "rbx1-data-1")),
         ("db", "change", ("ams1-data-1", "rbx1-data-1")),
+        ("pooler", "change", ("ams1-data-1",)), ("pooler", "change", ("rbx1-data-1",)),
         ("backup", "change", ("ams1-data-1", "rbx1-data-1")), ("backup", "change", BACKUP),
         ("cache", "change", ("ams1-data-1",)), ("cache", "change", ("rbx1-data-1",)),
         ("lb", "change", WEB),
     ]
-    assert fake.phases() == ["base", "mesh", "etcd", "db", "backup", "cache", "lb", "app", "dns"]
+    assert fake.phases() == ["base", "mesh", "etcd", "db", "pooler", "backup", "cache", "lb", "app", "dns"]
     assert not result.ok  # an unreachable host is not a success
     assert recap(result)["fra1-data-1"] == ("unreachable", "unreachable: timed out")
 
@@ -259,7 +263,7 @@ def test_one_at_a_time_stops_at_the_first_failed_host(lab: Lab) -> None:
     ran (skipped, not failed: the cache tier still counts it), and so does the apply."""
     fake = FakeExecutor().fail("fra1-data-1", phase="cache")
     result = lab.apply(fake)
-    assert fake.phases() == ["base", "mesh", "etcd", "db", "backup", "cache"]
+    assert fake.phases() == ["base", "mesh", "etcd", "db", "pooler", "backup", "cache"]
     assert [c.hosts for c in fake.in_phase("cache")] == [["ams1-data-1"], ["fra1-data-1"]]
     assert recap(result)["rbx1-data-1"] == ("skipped", "[cache] not updated: fra1-data-1 failed first (one host "
                                                        "at a time)")

@@ -250,18 +250,19 @@ def test_db_frontends_use_the_patroni_check_port(base) -> None:
     assert (primary.port, primary.mode, primary.check) == (5000, "tcp", "GET /primary on :8008")
     assert (replicas.port, replicas.mode, replicas.check) == (5001, "tcp", "GET /replica on :8008")
     for f in (primary, replicas):
-        assert [(b.name, b.port, b.check_port, b.backup) for b in f.backends] == [
-            ("ams1-data-1", 5432, 8008, False), ("fra1-data-1", 5432, 8008, False),
-            ("rbx1-data-1", 5432, 8008, False)]
+        assert [(b.name, b.port, b.check_port, b.backup) for b in f.backends] == [  # each member's pooler
+            ("ams1-data-1", 6432, 8008, False), ("fra1-data-1", 6432, 8008, False),
+            ("rbx1-data-1", 6432, 8008, False)]
 
 
 def test_db_frontends_follow_custom_ports(make_inventory, load_text) -> None:
-    inv = load_text(make_inventory(services="services:\n  db: {port: 6432, patroni_port: 9008}\n"
+    inv = load_text(make_inventory(services="services:\n  db: {port: 6543, patroni_port: 9008}\n"
+                                            "  pooler: {port: 7432}\n"
                                             "  lb: {db_primary_port: 7000, db_replica_port: 7001}"))
     fronts = {f.name: f for f in plan_placement(inv)["lb"][0].frontends}
     assert (fronts["db-primary"].port, fronts["db-primary"].check) == (7000, "GET /primary on :9008")
     assert fronts["db-replicas"].port == 7001
-    assert {(b.port, b.check_port) for b in fronts["db-replicas"].backends} == {(6432, 9008)}
+    assert {(b.port, b.check_port) for b in fronts["db-replicas"].backends} == {(7432, 9008)}
 
 
 def test_cache_frontend(base) -> None:

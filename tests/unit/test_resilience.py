@@ -306,7 +306,7 @@ def test_scenario_status_is_the_worst_verdict() -> None:
     assert Scenario("site", "a", (), (degraded, down, up)).status is Status.DOWN
     assert Scenario("site", "a", (), ()).status is Status.UP
     assert [s.rank for s in Status] == [0, 1, 2]
-    columns = tuple(s.name for s in sorted(SERVICES, key=lambda s: s.tier_column) if not s.every_host)
+    columns = tuple(s.name for s in sorted(SERVICES, key=lambda s: s.tier_column) if s.role is not None)
     assert columns == ("dns", "lb", "app", "worker", "db", "etcd", "cache", "backup")
 
 

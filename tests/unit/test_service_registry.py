@@ -168,7 +168,7 @@ def test_the_apply_runs_its_phase_after_the_others_and_stops_on_its_tier(inv: In
     fake = FakeExecutor()
     result = apply_plan(online_plan(inv, states), fake, placement, on_phase=fake.on_phase, services=WITH_SEARCH)
     assert result.ok
-    assert fake.phases() == ["base", "mesh", "etcd", "db", "backup", "cache", "lb", "app", "search"]
+    assert fake.phases() == ["base", "mesh", "etcd", "db", "pooler", "backup", "cache", "lb", "app", "search"]
     assert fake.briefs()[-1] == ("search", "change", ("fra1-search-1", "rbx1-search-1"))
     assert fake.calls[-1].descriptions("fra1-search-1")[0] == "install sphinxsearch"
 
@@ -181,6 +181,31 @@ def test_the_apply_runs_its_phase_after_the_others_and_stops_on_its_tier(inv: In
     result = apply_plan(online_plan(inv, states, unreachable={"fra1-search-1": "unreachable: timed out"}), fake,
                         placement, services=WITH_SEARCH)
     assert result.degraded == ["search: 1 of 2 search hosts: slower searches"]
+
+
+class Exporter(Service):
+    """A service without a role of its own: it runs on the hosts of the cache role (`host_role`)."""
+
+    name = "exporter"
+    host_role = "cache"
+
+    def config(self, ctx: ConfigContext, host: Host) -> str:
+        return host.name
+
+    def desired(self, cfg: str) -> RoleState:
+        return RoleState(self.name, files=(ManagedFile("/etc/exporter.conf", f"# {cfg}\n"),))
+
+
+def test_a_service_on_another_roles_hosts_is_no_role_of_its_own(search_inventory: Path) -> None:
+    exporter = Exporter()
+    with_exporter = (*SERVICES, exporter)
+    assert exporter.role is None
+    assert "exporter" not in inventory_roles(with_exporter) and "exporter" not in role_names(with_exporter)
+    inv = load_inventory(search_inventory, roles=inventory_roles(WITH_SEARCH))
+    assert [h.name for h in inv.hosts if exporter.runs_on(h)] == [h.name for h in inv.with_role("cache")]
+    states = desired_states(inv, plan_placement(inv, with_exporter), secret, services=with_exporter)
+    assert {n for n, per_host in states.items() if any(s.role == "exporter" for s in per_host)} == {
+        h.name for h in inv.with_role("cache")}
 
 
 # --- the registered services' declarations ---------------------------------------------------------------------

@@ -501,6 +501,46 @@ def test_ssh_user_must_be_text(make_inventory, check_text) -> None:
     assert checked.only_error() == f"{F}:16: ssh/user: expected text, got true"
 
 
+def test_ssh_max_startups_defaults_to_32_on_every_host(make_inventory, base_hosts, load_text) -> None:
+    base_hosts["fra1-data-1"] = "{address: 10.1.0.21, site: fra1, roles: [db, etcd, cache], ssh: {port: 2200}}"
+    inv = load_text(make_inventory(hosts=base_hosts))
+    assert inv.ssh.max_startups == 32
+    assert {h.ssh.max_startups for h in inv.hosts} == {32}
+
+
+def test_ssh_max_startups_is_the_whole_runs_and_every_host_carries_it(make_inventory, base_hosts,
+                                                                      load_text) -> None:
+    base_hosts["fra1-data-1"] = "{address: 10.1.0.21, site: fra1, roles: [db, etcd, cache], ssh: {port: 2200}}"
+    inv = load_text(make_inventory(hosts=base_hosts, ssh="ssh: {max_startups: 10}"))
+    assert inv.ssh.max_startups == 10
+    assert {h.ssh.max_startups for h in inv.hosts} == {10}  # a host with its own ssh section inherits it
+    assert inv.host("fra1-data-1").ssh.port == 2200
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("0", "input should be greater than or equal to 1, got the number 0"),
+    ("1025", "input should be less than or equal to 1024, got the number 1025"),
+    ("'10'", "expected a whole number, got the text '10'"),
+    ("2.5", "expected a whole number, got the number 2.5"),
+])
+def test_ssh_max_startups_must_be_a_number_from_1_to_1024(make_inventory, check_text, value: str,
+                                                           message: str) -> None:
+    checked = check_text(make_inventory(ssh=f"ssh: {{max_startups: {value}}}"))
+    assert checked.only_error() == f"{F}:16: ssh/max_startups: {message}"
+
+
+def test_ssh_max_startups_is_not_a_per_host_setting(make_inventory, base_hosts, check_text) -> None:
+    base_hosts["rbx1-data-1"] = "{address: 10.2.0.21, site: rbx1, roles: [db, etcd, cache], ssh: {max_startups: 5}}"
+    checked = check_text(make_inventory(hosts=base_hosts))
+    assert (f"{F}:13: hosts/rbx1-data-1/ssh/max_startups: a setting of the whole run, allowed in the top-level "
+            "ssh section only, got the number 5") in checked.errors
+
+
+def test_an_unknown_ssh_key_suggests_max_startups(make_inventory, check_text) -> None:
+    checked = check_text(make_inventory(ssh="ssh: {max_startup: 10}"))
+    assert checked.only_error() == f"{F}:16: ssh/max_startup: unknown key 'max_startup' (did you mean 'max_startups'?)"
+
+
 @pytest.mark.parametrize("section", ["ssh: []", "services: []", "ssh: ''", "services: false"])
 def test_falsy_wrong_type_of_section_is_an_error(make_inventory, check_text, section: str) -> None:
     checked = check_text(make_inventory(extra=section))

@@ -11,8 +11,12 @@ Everything the app talks to is on the WireGuard mesh. It reaches the PostgreSQL 
 db-primary frontend on the mesh addresses of a site's load balancers (its own site's when that site has
 some, else the first site's that has some): a comma-separated host list, which libpq tries in order with
 one port for all (chirp sets connect_timeout, so a dead load balancer costs at most that before the next).
-Without any load balancer it gets every db member's mesh address and must pick the read-write one (chirp
-asks libpq for target_session_attrs=read-write). Redis it finds through every sentinel's mesh address. The
+Without any load balancer it gets every db member's mesh address, at the pooler's port, and must pick the
+read-write one (chirp asks libpq for target_session_attrs=read-write). Either way its connections end in the
+pooler (PgBouncer) on the primary (services/pooler): DB_NAME is the transaction pool, DB_SESSION_NAME the
+session pool for what needs a session (the migrations' advisory lock, the worker's LISTEN), and DB_POOLED=1
+tells it that no `options` startup parameter may be sent (the pool sets statement_timeout). Redis it finds
+through every sentinel's mesh address. The
 release id is a hash of the app's files and of how it is run, the same on every host, so a rolling release
 can be followed host by host (chirp shows it in /healthz).
 """
@@ -34,6 +38,7 @@ from deploykit.services.cache.placement import cache_plan
 from deploykit.services.contract import ConfigContext
 from deploykit.services.db.config import APP_DATABASE, APP_PASSWORD, APP_USER, primary_load_balancers
 from deploykit.services.db.placement import db_plan
+from deploykit.services.pooler.config import SESSION_DATABASE
 
 BUNDLED_APP = Path(__file__).resolve().parent / "chirp"  # package data: installed with deploykit
 SECRET_KEY = "app-secret-key"  # the secret this service owns (it reads the db and cache passwords too)
@@ -85,11 +90,12 @@ class AppHostConfig:
     web_command: str | None  # placeholders filled in
     worker_command: str | None
     release_command: str | None
-    # Comma-separated mesh addresses: the load balancers serving the primary (HAProxy -> primary), or
-    # without any, every db member; libpq tries them in order, db_port on each.
+    # Comma-separated mesh addresses: the load balancers serving the primary (HAProxy -> the primary's
+    # pooler), or without any, every db member (its pooler); libpq tries them in order, db_port on each.
     db_host: str
     db_port: int
-    db_name: str
+    db_name: str  # the pooler's transaction pool
+    db_session_name: str  # the pooler's session pool (advisory locks, LISTEN)
     db_user: str
     db_password: Secret
     # While a rotation of the app role's password is under way: the value the database still holds until the
@@ -124,6 +130,8 @@ class AppHostConfig:
             (f"{p}DB_HOST", self.db_host),
             (f"{p}DB_PORT", str(self.db_port)),
             (f"{p}DB_NAME", self.db_name),
+            (f"{p}DB_SESSION_NAME", self.db_session_name),
+            (f"{p}DB_POOLED", "1"),
             (f"{p}DB_USER", self.db_user),
             (f"{p}DB_PASSWORD", self.db_password),
             (f"{p}DB_PASSWORD_PREVIOUS", self.db_password_previous or ""),
@@ -223,14 +231,29 @@ def db_endpoint(ctx: ConfigContext, host: Host) -> tuple[str, int]:
     """The hosts (comma-separated mesh addresses, tried in order) and the port the app connects to.
 
     Through load balancers: in VRRP priority order, the host itself first when it is one of them (no hop,
-    and the site's app hosts that are load balancers spread their connections over them)."""
+    and the site's app hosts that are load balancers spread their connections over them). Without any: every
+    db member's pooler."""
     inv = ctx.inv
     lbs = primary_load_balancers(ctx.placement, host.site)
     if lbs:
         names = sorted((m.name for m in lbs), key=lambda name: name != host.name)  # stable: priority order kept
         return ",".join(str(inv.host(name).mesh_address) for name in names), inv.services.lb.db_primary_port
     db = db_plan(ctx.placement)
-    return ",".join(str(inv.host(m.name).mesh_address) for m in db.members), db.port
+    return ",".join(str(inv.host(m.name).mesh_address) for m in db.members), inv.services.pooler.port
+
+
+THREADS = re.compile(r"(?:^|\s)--threads(?:=|\s+)([0-9]+)(?=\s|$)")
+
+
+def web_threads(command: str | None) -> int:
+    """Threads per web process (gunicorn's --threads; 1 without): chirp holds a connection per thread."""
+    found = THREADS.search(command or "")
+    return max(1, int(found.group(1))) if found else 1
+
+
+def web_command(inv: Inventory, source: AppSource) -> str | None:
+    """The command serving the app: services.app.command, else the Procfile's `web`."""
+    return inv.services.app.command or source.processes.get("web")
 
 
 def fill(command: str | None, host: Host, inv: Inventory) -> str | None:
@@ -249,7 +272,7 @@ def app_config(ctx: ConfigContext, host: Host, source: AppSource | None = None) 
         raise ValueError(f"{host.name} has neither the app nor the worker role")
     inv, svc = ctx.inv, ctx.inv.services.app
     src = source or ctx.shared("app-source", lambda: app_source(inv))
-    web = svc.command or src.processes.get("web")
+    web = web_command(inv, src)
     if host.has("app") and web is None:
         raise AppSourceError(
             f"{src.directory}: no command serves the app: set services.app.command or add a "
@@ -282,6 +305,7 @@ def app_config(ctx: ConfigContext, host: Host, source: AppSource | None = None) 
         db_host=db_host,
         db_port=db_port,
         db_name=APP_DATABASE,
+        db_session_name=SESSION_DATABASE,
         db_user=APP_USER,
         db_password=ctx.secret(APP_PASSWORD),
         db_password_previous=ctx.previous(APP_PASSWORD),

@@ -9,10 +9,8 @@ from deploykit.plan.verdict import Verdict
 from deploykit.services.contract import (
     DATA_TIER_COLUMNS,
     DATA_TIER_TITLE,
-    Backend,
     ConfigContext,
     FirewallRule,
-    Frontend,
     HostFact,
     PlacementContext,
     Section,
@@ -27,18 +25,12 @@ from deploykit.services.db.config import (
     SECRETS,
     DbHostConfig,
     db_config,
-    primary_load_balancers,
 )
 from deploykit.services.db.membership import leave_script
 from deploykit.services.db.placement import NAME, DbPlan, db_plan, plan_db
 from deploykit.services.db.state import PACKAGES, desired
 from deploykit.services.db.tier import judge_db
 from deploykit.services.ports import mesh_addresses
-
-# The load balancers' frontends for the primary and the replicas, each checked on Patroni's REST API.
-PRIMARY, REPLICAS = "db-primary", "db-replicas"
-CHECK_PATHS = {PRIMARY: "/primary", REPLICAS: "/replica"}
-LABELS = {PRIMARY: "PostgreSQL primary", REPLICAS: "PostgreSQL replicas"}
 
 
 class Db(Service):
@@ -69,31 +61,17 @@ class Db(Service):
     def firewall(self, ctx: ConfigContext, host: Host) -> tuple[FirewallRule, ...]:
         inv = ctx.inv
         svc, mesh = inv.services.db, inv.mesh.interface
-        # Members replicate from each other, rewind from each other and ask each other's REST API. HAProxy
-        # proxies in TCP mode (connections arrive from the lb hosts) and checks Patroni's REST API; without
-        # any load balancer the app connects directly (see app's db_endpoint).
-        direct = not primary_load_balancers(ctx.placement, host.site)  # the same for every site
-        clients = ("db", "lb", "app", "worker") if direct else ("db", "lb")
+        # Members replicate from each other, rewind from each other and ask each other's REST API; the load
+        # balancers check the REST API (/primary, /replica). Clients never reach PostgreSQL's port: they connect
+        # to the pooler on each member (services/pooler opens its port), which reaches PostgreSQL over the unix
+        # socket; pgBackRest runs on the members themselves (over SSH) and uses the socket too.
         return (
-            FirewallRule("PostgreSQL", "tcp", svc.port, mesh_addresses(inv, *clients), mesh),
+            FirewallRule("PostgreSQL", "tcp", svc.port, mesh_addresses(inv, "db"), mesh),
             FirewallRule("Patroni REST API", "tcp", svc.patroni_port, mesh_addresses(inv, "db", "lb"), mesh),
         )
 
     def sysctls(self, host: Host) -> tuple[Sysctl, ...]:
         return (Sysctl("vm.swappiness", "1", "keep PostgreSQL's memory out of swap"),)
-
-    def frontends(self, inv: Inventory, site: str) -> tuple[Frontend, ...]:
-        dbs, db, lb = inv.with_role(NAME), inv.services.db, inv.services.lb
-        if not dbs:
-            return ()
-        out = []
-        for name, port in ((PRIMARY, lb.db_primary_port), (REPLICAS, lb.db_replica_port)):
-            path = CHECK_PATHS[name]
-            backends = tuple(Backend(h.name, h.mesh_address, db.port, False, db.patroni_port) for h in dbs)
-            out.append(Frontend(name, port, "tcp", f"GET {path} on :{db.patroni_port}", backends,
-                                check_kind="http", check_path=path, clients=("app", "worker"),
-                                label=LABELS[name]))
-        return tuple(out)
 
     def handover(self, ctx: ConfigContext, host: Host) -> str:
         p = db_plan(ctx.placement)

@@ -13,7 +13,8 @@ Everything under `dcs` is Patroni's cluster-wide ("dynamic") configuration: it l
 
 Addresses: PostgreSQL, replication, pg_rewind and Patroni's REST API travel over the WireGuard mesh only:
 every member listens on its mesh address (PostgreSQL on 127.0.0.1 too, for local tools), advertises it, and
-pg_hba admits the other hosts by their mesh addresses (docs/network.md).
+pg_hba admits the other members by their mesh addresses (docs/network.md). The app's connections come from the
+pooler on the same host (services/pooler) over the unix socket: no client host reaches PostgreSQL's port.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
 
 PG_VERSION = 15
 CONFIG_PATH = "/etc/patroni/config.yml"  # Debian's patroni.service reads it
+# Patroni's on_role_change callback, which runs every executable in ROLE_CHANGE_HOOKS: services that must follow
+# this member's promotion or demotion put a hook there (the pooler's, services/pooler).
+ROLE_CHANGE_SCRIPT = "/etc/patroni/on_role_change"
+ROLE_CHANGE_HOOKS = "/etc/patroni/on_role_change.d"
 APP_USER = "chirp"
 APP_DATABASE = "chirp"
 SUPERUSER = "postgres"
@@ -49,8 +54,10 @@ SECRETS = (SUPERUSER_PASSWORD, REPLICATION_PASSWORD, REST_PASSWORD, APP_PASSWORD
 # Patroni's default: in asynchronous mode a standby more than 1 MiB behind is not promoted. (In synchronous
 # mode Patroni promotes only the synchronous standby anyway.)
 MAXIMUM_LAG_ON_FAILOVER = 1024 * 1024
-ADMIN_CONNECTIONS = 20  # psql sessions, Patroni, monitoring; on top of the app's
-WORKER_CONNECTIONS = 2  # per worker host (assumption: the chirp worker holds at most two)
+ADMIN_CONNECTIONS = 20  # psql sessions, monitoring, superuser_reserved_connections; on top of the pools'
+PATRONI_CONNECTIONS = 2  # Patroni's own (its loop's queries, the REST API's health checks)
+PGBACKREST_CONNECTIONS = 2  # a backup's (pg_backup_start/stop) and an archive check's at the same time
+MIN_MAX_CONNECTIONS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +112,8 @@ class DbHostConfig:
     app_database: str
     app_password: Secret
     rollout_order: int  # 0: the leader (or nobody leads yet), 1: a replica of a running leader
+    on_role_change: str  # Patroni's callback script (ROLE_CHANGE_SCRIPT)
+    role_change_hooks: str  # the directory of its hooks
     archiving: WalArchiving  # restore_command and replica methods (archive_command is in dcs.parameters)
 
 
@@ -117,12 +126,19 @@ def primary_load_balancers(placement: Placement, site: str) -> tuple[LbMember, .
     return chosen.members if chosen is not None else ()
 
 
-def max_connections(ctx: ConfigContext) -> int:
-    """One connection per gunicorn process of every app host (through HAProxy, no pooler) plus workers."""
-    inv = ctx.inv
-    app_processes = len(inv.with_role("app")) * inv.services.app.workers
-    wanted = ADMIN_CONNECTIONS + app_processes + len(inv.with_role("worker")) * WORKER_CONNECTIONS
-    return max(100, wanted)
+def max_connections(inv: Inventory) -> int:
+    """Sized from the pool, not from the number of app processes: the app and the workers reach PostgreSQL only
+    through the pooler on the same host (services/pooler), which opens at most pool_size + reserve_pool_size
+    server connections for its transaction pool and session_pool_size for its session pool, all as the app's
+    one user. Every member gets the same value (Patroni requires it: a replica's must not be lower than its
+    primary's), each being able to become the primary whose pooler takes every client. On top: administration
+    (psql, monitoring, the superuser's reserved slots), Patroni's own and pgBackRest's (a backup and an archive
+    check); replication connections are not counted here (max_wal_senders). At least MIN_MAX_CONNECTIONS, which
+    is what applies with the default pools and up to a few dozen worker hosts."""
+    pooler = inv.services.pooler
+    pools = (pooler.pool_size + pooler.reserve_pool_size
+             + pooler.session_pool(len(inv.with_role("worker"))))
+    return max(MIN_MAX_CONNECTIONS, ADMIN_CONNECTIONS + pools + PATRONI_CONNECTIONS + PGBACKREST_CONNECTIONS)
 
 
 def shared_parameters(ctx: ConfigContext, archiving: WalArchiving) -> tuple[tuple[str, str], ...]:
@@ -133,7 +149,7 @@ def shared_parameters(ctx: ConfigContext, archiving: WalArchiving) -> tuple[tupl
         ("archive_mode", "on"),
         ("archive_timeout", f"{archiving.archive_timeout}s"),
         ("hot_standby", "on"),
-        ("max_connections", str(max_connections(ctx))),
+        ("max_connections", str(max_connections(ctx.inv))),
         ("max_replication_slots", str(senders)),
         ("max_wal_senders", str(senders)),
         ("password_encryption", "scram-sha-256"),
@@ -159,13 +175,9 @@ def hba_rules(inv: Inventory) -> tuple[HbaRule, ...]:
                 f"replication from {h.name}")
         for h in dbs
     ]
-    # HAProxy proxies in TCP mode: connections through it arrive from the lb host's mesh address; app hosts
-    # connect directly (from theirs) when no load balancer serves them.
-    clients = [h for h in inv.hosts if h.has("app") or h.has("worker") or h.has("lb")]
-    rules += [
-        HbaRule("host", APP_DATABASE, APP_USER, f"{h.mesh_address}/32", method, f"app from {h.name}")
-        for h in clients
-    ]
+    # The app and the workers reach PostgreSQL only through the pooler on this host (services/pooler), over
+    # the unix socket; nothing connects as the app's user over the network.
+    rules.append(HbaRule("local", APP_DATABASE, APP_USER, "", method, "the app, through PgBouncer on this host"))
     return tuple(rules)
 
 
@@ -223,6 +235,8 @@ def db_config(ctx: ConfigContext, host: Host) -> DbHostConfig:
         app_database=APP_DATABASE,
         app_password=held(ctx, APP_PASSWORD),
         rollout_order=replica_order(ctx, host, plan),
+        on_role_change=ROLE_CHANGE_SCRIPT,
+        role_change_hooks=ROLE_CHANGE_HOOKS,
         archiving=archiving,
     )
 

@@ -101,6 +101,9 @@ def desired(cfg: DbHostConfig) -> RoleState:
         no_debian_cluster(),
         *watchdog_files(cfg),
         ManagedFile(POST_INIT, post_init, mode="0700", owner="postgres", group="postgres"),
+        # Before config.yml, which names it (Patroni reloads that one).
+        ManagedFile(cfg.on_role_change, render("db/on_role_change.sh.j2", hooks=cfg.role_change_hooks),
+                    mode="0755"),
         # Patroni is reloaded (SIGHUP), not restarted, on a change: a restart stops PostgreSQL, and on the
         # primary that is a failover (seen in the lab: every member restarted in turn moved the leader
         # twice). A reload applies pg_hba, parameters, tags, REST API and credentials in place; a setting
@@ -142,7 +145,8 @@ def desired(cfg: DbHostConfig) -> RoleState:
         # replicas reconnect with it).
         rollout_order=cfg.rollout_order,
         packages=PACKAGES,
-        directories=(Directory(f"/var/lib/postgresql/{PG_VERSION}", mode="0755", owner="postgres", group="postgres"),),
+        directories=(Directory(f"/var/lib/postgresql/{PG_VERSION}", mode="0755", owner="postgres", group="postgres"),
+                     Directory(cfg.role_change_hooks)),
         files=files,
         services=(Unit("patroni", enabled=True, running=True, reload=True),),
         masked=(DEBIAN_CLUSTER,),

@@ -78,6 +78,10 @@ def test_lab_config() -> None:
         "chirp",
     )
     assert lab("rbx1-web-1").db_host == mesh(LAB, "rbx1-web-1", "rbx1-web-2")
+    # the pooler's transaction pool, and its session pool for what needs a session; never an `options` parameter
+    env = dict(cfg.environment())
+    assert (env["CHIRP_DB_NAME"], env["CHIRP_DB_SESSION_NAME"], env["CHIRP_DB_POOLED"]) == (
+        "chirp", "chirp_session", "1")
     assert cfg.sentinels == tuple(f"{mesh(LAB, h)}:26379" for h in ("ams1-data-1", "fra1-data-1", "rbx1-data-1"))
     assert cfg.redis_master == "chirp-lab"
     assert (cfg.db_password, cfg.cache_password, cfg.secret_key) == (
@@ -126,7 +130,7 @@ def test_db_endpoint_without_any_lb(
     ctx = context_of(load_text(make_inventory(hosts=hosts)))
     cfg = app_config(ctx, ctx.inv.host("fra1-web-1"))
     # libpq picks the read-write one
-    assert (cfg.db_host, cfg.db_port) == (mesh(ctx, "ams1-data-1", "fra1-data-1", "rbx1-data-1"), 5432)
+    assert (cfg.db_host, cfg.db_port) == (mesh(ctx, "ams1-data-1", "fra1-data-1", "rbx1-data-1"), 6432)  # poolers
 
 
 def test_no_public_address_in_any_file() -> None:
@@ -464,3 +468,16 @@ def test_during_a_rotation_the_app_gets_the_new_db_password_and_the_previous_one
     assert env["CHIRP_DB_PASSWORD"] == base.secret("db-app-password")
     assert env["CHIRP_DB_PASSWORD_PREVIOUS"] == Secret("db-app-password", "old")
     assert dict(app_config(base, base.inv.host("fra1-web-1")).environment())["CHIRP_DB_PASSWORD_PREVIOUS"] == ""
+
+
+@pytest.mark.parametrize(("command", "threads"), [
+    ("gunicorn --workers {workers} --worker-class gthread --threads 4 chirp.wsgi:app", 4),
+    ("gunicorn --threads=8 app:app", 8),
+    ("gunicorn --workers 3 app:app", 1),
+    ("gunicorn --max-threads 9 app:app", 1),
+    (None, 1),
+])
+def test_web_threads_come_from_gunicorns_option(command: str | None, threads: int) -> None:
+    from deploykit.services.app.config import web_threads
+
+    assert web_threads(command) == threads

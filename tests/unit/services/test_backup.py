@@ -146,8 +146,8 @@ def test_stanza_members_name_the_host_itself_first_then_the_others_over_ssh() ->
 def test_it_runs_on_the_backup_hosts_and_on_every_db_host() -> None:
     assert [n for n in NAMES if SERVICE.runs_on(LAB_INV.host(n))] == [
         "ams1-data-1", "ams1-web-2", "fra1-data-1", "fra1-web-2", "rbx1-data-1"]
-    assert SERVICE.name == "backup" and [s.name for s in SERVICES].index("backup") == \
-        [s.name for s in SERVICES].index("db") + 1  # its phase comes right after db's
+    phases = [s.name for s in SERVICES]
+    assert SERVICE.name == "backup" and phases.index("backup") == phases.index("db") + 2  # after db's and its pooler's
 
 
 # --- per-host config ---------------------------------------------------------------------------------------------

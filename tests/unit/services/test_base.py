@@ -51,8 +51,8 @@ def with_roles(inv: Inventory, *roles: str) -> tuple[IPv4Address, ...]:
 def test_data_host_opens_exactly_its_services_to_exactly_their_clients() -> None:
     inv = LAB.inv
     got = rules(LAB, "fra1-data-1")
-    assert list(got) == ["ssh", MESH_RULE, "etcd client", "etcd peer", "PostgreSQL", "Patroni REST API", "Redis",
-                         "Redis Sentinel", "DNS", "DNS over TCP"]
+    assert list(got) == ["ssh", MESH_RULE, "etcd client", "etcd peer", "PostgreSQL", "Patroni REST API",
+                         "PgBouncer", "Redis", "Redis Sentinel", "DNS", "DNS over TCP"]
     data = addresses(inv, "ams1-data-1", "fra1-data-1", "rbx1-data-1")
     web = tuple(h.mesh_address for h in inv.hosts if "web" in h.name)
     assert got["ssh"] == FirewallRule("ssh", "tcp", 22, None)
@@ -64,8 +64,9 @@ def test_data_host_opens_exactly_its_services_to_exactly_their_clients() -> None
     assert all(a in inv.mesh.network for r in internal for a in r.sources or ())
     assert got["etcd client"].port == 2379 and got["etcd client"].sources == data
     assert got["etcd peer"].port == 2380 and got["etcd peer"].sources == data
-    assert set(got["PostgreSQL"].sources or ()) == set(data + web)  # db + lb (web hosts are lbs)
-    assert got["Patroni REST API"].sources == got["PostgreSQL"].sources
+    assert got["PostgreSQL"].sources == data  # replication and pg_rewind; clients go through PgBouncer
+    assert set(got["Patroni REST API"].sources or ()) == set(data + web)  # db + lb (web hosts are lbs)
+    assert got["PgBouncer"].port == 6432 and set(got["PgBouncer"].sources or ()) == set(web)  # HAProxy's
     assert set(got["Redis"].sources or ()) == set(data + web)
     # the lab's dns servers (data hosts) answer anyone, over UDP and TCP
     assert (got["DNS"], got["DNS over TCP"]) == (FirewallRule("DNS", "udp", 53, None),
@@ -78,8 +79,9 @@ def test_sources_follow_roles_not_host_names() -> None:
     db = rules(EXAMPLE, "fra1-db-1")
     assert db["etcd client"].sources == with_roles(inv, "etcd", "db")
     assert db["etcd peer"].sources == with_roles(inv, "etcd")
-    assert db["PostgreSQL"].sources == with_roles(inv, "db", "lb")  # not the 120 app hosts
+    assert db["PostgreSQL"].sources == with_roles(inv, "db")  # the members only
     assert db["Patroni REST API"].sources == with_roles(inv, "db", "lb")
+    assert db["PgBouncer"].sources == with_roles(inv, "lb")  # not the 120 app hosts
     assert "Redis" not in db  # a port opens only where its service listens
     cache = rules(EXAMPLE, "fra1-cache-1")
     assert list(cache) == ["ssh", MESH_RULE, "Redis", "Redis Sentinel", "DNS", "DNS over TCP"]

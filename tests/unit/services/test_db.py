@@ -80,8 +80,10 @@ def test_dcs_settings_and_sync_from_placement() -> None:
     params = dcs["postgresql"]["parameters"]
     assert params["wal_level"] == "replica" and params["hot_standby"] == "on"
     assert params["password_encryption"] == "scram-sha-256"
-    # 120 app hosts x 4 gunicorn workers + 120 worker hosts x 2 + 20
-    assert params["max_connections"] == "740"
+    # sized from the pools, not from the 120 app hosts' 480 gunicorn processes: 20 administration + 20 + 5 reserve
+    # transaction pool + 122 session pool (a LISTEN for each of the 120 worker hosts, the release's lock, a spare)
+    # + 2 Patroni + 2 pgBackRest
+    assert params["max_connections"] == "171"
 
 
 def test_sync_standbys_follow_failure_domains(make_inventory, load_text) -> None:
@@ -123,12 +125,12 @@ def test_pg_hba_sources() -> None:
         ("local", "all", "postgres"): {""},
         ("host", "all", "postgres"): {"127.0.0.1/32"} | data,
         ("host", "replication", "replicator"): data,
-        ("host", "chirp", "chirp"): web,  # app, worker and lb hosts (HAProxy's TCP proxying), by mesh address
+        ("local", "chirp", "chirp"): {""},  # PgBouncer on this host, over the socket: no app host, no lb host
     }
-    assert all(r.method == ("peer" if r.type == "local" else "scram-sha-256") for r in rules)
-    example = {r.address for r in config(EXAMPLE, "fra1-db-1").pg_hba if r.user == "chirp"}
-    hosts = [h for h in EXAMPLE.inv.hosts if {"app", "worker", "lb"} & set(h.roles)]
-    assert example == {f"{h.mesh_address}/32" for h in hosts} and len(example) == 126
+    assert not web & {r.address for r in rules}
+    assert [r.method for r in rules] == ["peer"] + ["scram-sha-256"] * (len(rules) - 1)
+    example = [r for r in config(EXAMPLE, "fra1-db-1").pg_hba if r.user == "chirp"]
+    assert [(r.type, r.database, r.address, r.method) for r in example] == [("local", "chirp", "", "scram-sha-256")]
 
 
 def test_watchdog_off_in_the_lab_required_by_default() -> None:
@@ -229,9 +231,11 @@ def test_no_public_address_in_any_file() -> None:
 def test_firewall_opens_its_ports_on_the_mesh_to_the_members_and_load_balancers() -> None:
     rules = {r.description: r for r in SERVICE.firewall(LAB, LAB.inv.host("fra1-data-1"))}
     assert set(rules) == {"PostgreSQL", "Patroni REST API"}
-    data_and_lb = mesh_addresses(LAB.inv, "db", "lb")  # HAProxy proxies and checks from the lbs' mesh addresses
+    data_and_lb = mesh_addresses(LAB.inv, "db", "lb")  # HAProxy checks from the lbs' mesh addresses
     assert len(data_and_lb) == 9 and all(a in LAB.inv.mesh.network for a in data_and_lb)
-    assert rules["PostgreSQL"].sources == rules["Patroni REST API"].sources == data_and_lb
+    assert rules["Patroni REST API"].sources == data_and_lb
+    # replication and pg_rewind between the members; clients reach PgBouncer's port (services/pooler)
+    assert rules["PostgreSQL"].sources == mesh_addresses(LAB.inv, "db")
     assert {(r.port, r.interface) for r in rules.values()} == {(5432, "mesh0"), (8008, "mesh0")}
 
 
@@ -252,24 +256,30 @@ def test_every_internal_port_of_the_data_and_app_tiers_is_on_the_mesh_only(ctx: 
     assert seen > 0
 
 
-def test_without_load_balancers_the_app_hosts_reach_postgresql_directly(
+def test_without_load_balancers_the_app_hosts_still_reach_only_the_pooler(
     load_text, make_inventory, base_hosts  # noqa: ANN001
 ) -> None:
     hosts = {k: v.replace("[lb, app, worker]", "[app, worker]") for k, v in base_hosts.items()}
     inv = load_text(make_inventory(hosts=hosts))
     ctx = ConfigContext(inv, plan_placement(inv), lambda s: Secret(s, "x"))
     rules = {r.description: r for r in SERVICE.firewall(ctx, inv.host("fra1-data-1"))}
-    assert rules["PostgreSQL"].sources == tuple(h.mesh_address for h in inv.hosts)  # every host: db or app
-    assert rules["Patroni REST API"].sources == mesh_addresses(inv, "db")
+    assert rules["PostgreSQL"].sources == rules["Patroni REST API"].sources == mesh_addresses(inv, "db")
 
 
-def test_load_balancers_serve_the_members_on_their_mesh_addresses() -> None:
-    frontends = SERVICE.frontends(LAB.inv, "fra1")
-    assert [f.name for f in frontends] == ["db-primary", "db-replicas"]
-    for f in frontends:
-        assert [(b.name, b.address, b.port, b.check_port) for b in f.backends] == [
-            (h.name, h.mesh_address, 5432, 8008) for h in LAB.inv.with_role("db")
-        ]
+def test_the_load_balancers_frontends_are_the_poolers() -> None:
+    assert SERVICE.frontends(LAB.inv, "fra1") == ()  # services/pooler serves db-primary and db-replicas
+
+
+def test_the_role_change_callback_runs_every_hook() -> None:
+    cfg = config(LAB, "fra1-data-1")
+    state = db.desired(cfg)
+    assert patroni_yaml(LAB, "fra1-data-1")["postgresql"]["callbacks"] == {
+        "on_role_change": "/etc/patroni/on_role_change"}
+    script = next(f for f in state.files if f.path == "/etc/patroni/on_role_change")
+    assert script.mode == "0755" and 'for hook in /etc/patroni/on_role_change.d/*; do' in script.content
+    assert "/etc/patroni/on_role_change.d" in [d.path for d in state.directories]
+    paths = [f.path for f in state.files]
+    assert paths.index("/etc/patroni/on_role_change") < paths.index("/etc/patroni/config.yml")  # named there
 
 
 def test_primary_load_balancers() -> None:
@@ -312,3 +322,22 @@ def test_while_a_rotation_is_under_way_the_cluster_keeps_the_passwords_it_holds(
 def ctx_holding_old() -> ConfigContext:
     """The lab before the rotation: every db secret at its old value."""
     return ConfigContext(LAB.inv, LAB.placement, lambda name: Secret(name, "old-" + name))
+
+
+def test_the_role_change_callback_runs_each_executable_hook_with_patronis_arguments(tmp_path: Path) -> None:
+    import subprocess
+
+    from deploykit.services.render import render
+
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    out = tmp_path / "out"
+    for name, body, mode in (("a-fails", "exit 3", 0o755), ("b-records", f'echo "$@" >> {out}', 0o755),
+                             ("c-not-executable", f"echo no >> {out}", 0o644)):
+        (hooks / name).write_text(f"#!/bin/sh\n{body}\n")
+        (hooks / name).chmod(mode)
+    script = tmp_path / "on_role_change"
+    script.write_text(render("db/on_role_change.sh.j2", hooks=str(hooks)))
+    run = subprocess.run(["/bin/sh", str(script), "on_role_change", "master", "chirp-lab"], check=False)
+    assert run.returncode == 0  # Patroni is never told a hook failed
+    assert out.read_text() == "on_role_change master chirp-lab\n"

@@ -188,7 +188,7 @@ def test_defaults_and_runtime_api() -> None:
         assert want in cfg
 
 
-def test_db_listens_check_patroni() -> None:
+def test_db_listens_reach_the_poolers_and_check_patroni() -> None:
     st = state("rbx1-web-1")
     for name, port, path in (("db-primary", 5000, "/primary"), ("db-replicas", 5001, "/replica")):
         listen = section(st, f"listen {name}")
@@ -197,9 +197,9 @@ def test_db_listens_check_patroni() -> None:
         assert f"option httpchk GET {path}" in listen
         assert "default-server inter 1000ms fall 2 rise 2 on-marked-down shutdown-sessions" in listen
         assert [ln for ln in listen if ln.startswith("server ")] == [
-            f"server ams1-data-1 {mesh('ams1-data-1')}:5432 check port 8008",
-            f"server fra1-data-1 {mesh('fra1-data-1')}:5432 check port 8008",
-            f"server rbx1-data-1 {mesh('rbx1-data-1')}:5432 check port 8008",
+            f"server ams1-data-1 {mesh('ams1-data-1')}:6432 check port 8008",  # PgBouncer; Patroni says who leads
+            f"server fra1-data-1 {mesh('fra1-data-1')}:6432 check port 8008",
+            f"server rbx1-data-1 {mesh('rbx1-data-1')}:6432 check port 8008",
         ]
 
 
