@@ -92,6 +92,42 @@ def test_first_apply_brings_up_patroni_with_one_leader_and_streaming_replicas(la
     assert "sync" in states, f"synchronous: true should give a sync standby, got {states}"
 
 
+def test_app_connections_reach_postgresql_only_through_pgbouncer_pools(lab: Lab, first_apply) -> None:
+    """The app's path: HAProxy's db-primary frontend -> the leader's PgBouncer -> PostgreSQL's unix socket. The
+    app user has no other way in (pg_hba), and its server connections stay within the pools' sizes."""
+    inv = load_inventory(LAB_INVENTORY)
+    lead = wait_for("a running leader", lambda: leader(lab, "fra1-data-1"))
+    password = deploykit("secrets", "get", INV, "db-app-password").stdout.strip()
+    assert password
+    lb_host = inv.host("fra1-web-1")  # an lb host: its db-primary frontend listens on its mesh address
+    assert lb_host.has("lb")
+    dsn = f"host={lb_host.mesh_address} port={inv.services.lb.db_primary_port} user=chirp connect_timeout=5"
+    login = f"PGPASSWORD='{password}' psql -XAt"
+
+    def query(db: str, sql: str) -> str:
+        return ok(lab, "fra1-web-1", f"{login} {json.dumps(f'{dsn} dbname={db}')} -c {json.dumps(sql)}").strip()
+
+    # Through the load balancer: the primary, reached over a unix socket (PgBouncer's), not over TCP; the
+    # transaction pool sets the statement timeout, the session pool (same database) does not.
+    assert query("chirp", "select inet_server_addr() is null, pg_is_in_recovery(), "
+                          "current_setting('statement_timeout')") == "t|f|5s"
+    assert query("chirp_session", "select current_database(), current_setting('statement_timeout')") == "chirp|0"
+    # Straight to PostgreSQL's port over the mesh: refused (firewall and pg_hba), whatever the password.
+    direct = f"host={inv.host(lead).mesh_address} port={inv.services.db.port} dbname=chirp user=chirp connect_timeout=3"
+    r = lab.ssh("fra1-web-1", f"{login} {json.dumps(direct)} -c 'select 1'", timeout=30)
+    assert r.returncode != 0, r.stdout
+    # PgBouncer's own console on the leader: the app's pools exist, and PostgreSQL sees only pooled connections.
+    console = "runuser -u postgres -- psql -X -h /var/run/postgresql -p 6432 -U pgbouncer -d pgbouncer -At"
+    pools = ok(lab, lead, f"{console} -c 'SHOW POOLS'")
+    assert any(line.startswith("chirp|chirp|") for line in pools.splitlines()), pools
+    counts = psql(lab, lead, "select count(*), count(client_addr) from pg_stat_activity where usename = 'chirp'")
+    assert counts.returncode == 0, counts.stderr
+    total, over_tcp = (int(x) for x in counts.stdout.strip().split("|"))
+    pooler = inv.services.pooler
+    most = pooler.pool_size + pooler.reserve_pool_size + pooler.session_pool(len(inv.with_role("worker")))
+    assert over_tcp == 0 and 0 < total <= most, counts.stdout
+
+
 def test_first_apply_brings_up_redis_with_replicas_and_sentinels(lab: Lab, first_apply) -> None:
     auth = "REDISCLI_AUTH=$(cat /etc/redis/deploykit.auth)"
     addr = wait_for("sentinels agree on a master", lambda: ok(

@@ -163,6 +163,11 @@ def hba_rules(inv: Inventory) -> tuple[HbaRule, ...]:
     rules = [
         HbaRule("local", "all", SUPERUSER, "", "peer", "Patroni and the postgres OS user, over the socket"),
         HbaRule("host", "all", SUPERUSER, "127.0.0.1/32", method, "superuser on this host"),
+        # Before a running replica follows a new leader, Patroni reads its own timeline over a replication
+        # connection to "localhost" (rewind.py, IDENTIFY_SYSTEM); refused, it never decides whether to rewind
+        # and the replica stays on the old leader's timeline, not streaming (seen on the lab after failovers).
+        HbaRule("host", "replication", REPLICATION_USER, "127.0.0.1/32", method,
+                "Patroni's own replication connection on this host (its timeline, before following a new leader)"),
     ]
     # Every other host arrives over the mesh, from its mesh address.
     dbs = inv.with_role("db")

@@ -124,7 +124,8 @@ def test_pg_hba_sources() -> None:
     assert by == {
         ("local", "all", "postgres"): {""},
         ("host", "all", "postgres"): {"127.0.0.1/32"} | data,
-        ("host", "replication", "replicator"): data,
+        # the members, and Patroni itself on this host (IDENTIFY_SYSTEM over "localhost" before following a leader)
+        ("host", "replication", "replicator"): {"127.0.0.1/32"} | data,
         ("local", "chirp", "chirp"): {""},  # PgBouncer on this host, over the socket: no app host, no lb host
     }
     assert not web & {r.address for r in rules}
