@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SITES = (("fra1", "hetzner", 1), ("rbx1", "ovh", 2), ("ams1", "leaseweb", 3))
 
 
-def inventory_51() -> str:
+def inventory_51(workers: int | None = 1) -> str:
+    """The 51-server inventory; `workers`: the app's gunicorn workers per host (None: the app's default, as
+    bench/stack_scale.py runs it with PgBouncer bounding PostgreSQL's connections)."""
     lines = ["version: 1", "name: bench-first", "domain: bench.lab", "failure_domains: [provider, site]",
              "ssh: {user: root, port: 22, identity_file: .lab/id_ed25519, known_hosts: .lab/known_hosts}",
              "mesh: {network: 10.77.128.0/17}", "sites:"]
@@ -37,7 +39,8 @@ def inventory_51() -> str:
         lines.append(f"  {s}-lb-[1:2]: {{address: 10.77.{o}.11, site: {s}, roles: [lb]}}")
         lines.append(f"  {s}-app-[1:14]: {{address: 10.77.{o}.21, site: {s}, roles: [app, worker]}}")
         lines.append(f"  {s}-data-1: {{address: 10.77.{o}.61, site: {s}, roles: [db, etcd, cache]}}")
-    lines += ["services:", "  db: {synchronous: true, watchdog: false}", "  app: {workers: 1, batch_size: 7}"]
+    app = "batch_size: 7" if workers is None else f"workers: {workers}, batch_size: 7"
+    lines += ["services:", "  db: {synchronous: true, watchdog: false}", f"  app: {{{app}}}"]
     return "\n".join(lines) + "\n"
 
 
