@@ -200,3 +200,26 @@ def test_app_worker_and_migrate_through_pgbouncer(pgbouncer: Services, clean: An
         app.extensions["chirp"]["db"].close()
         app.extensions["chirp"]["cache"].close()
 
+
+
+def test_while_the_password_is_rotated_pgbouncer_s_refusal_makes_chirp_try_the_previous_one(
+        pgbouncer: Services, clean: Any) -> None:
+    """A rotation's first apply gives the app the new password while PgBouncer's auth_file (like PostgreSQL)
+    still holds the previous one. PgBouncer refuses a SCRAM login with its own words ("SASL authentication
+    failed"), not PostgreSQL's: chirp must take that as a wrong password too, or the release command fails."""
+    import psycopg2
+    from chirp.db import Database
+
+    pooled = through_pgbouncer(pgbouncer, clean)
+    wrong = dataclasses.replace(pooled, db_password="not-yet-in-the-pool", db_password_previous=None)
+    with pytest.raises(psycopg2.OperationalError) as refused:
+        Database(wrong).connect()
+    rotating = dataclasses.replace(wrong, db_password_previous=pooled.db_password)
+    for session in (False, True):  # the app's pool and the migration's session
+        conn = Database(rotating).connect(session=session)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT current_user")
+                assert cur.fetchone() == (pooled.db_user,), str(refused.value)
+        finally:
+            conn.close()

@@ -39,8 +39,9 @@ def psql(lab: Lab, host: str, user: str, password: str, dbname: str = "postgres"
 
 
 def app_login(lab: Lab, password: str) -> int:
-    """The app's own way in: from an app host, with its driver (psycopg2), through its site's HAProxy (pg_hba
-    admits the app role from the load balancers only)."""
+    """The app's own way in: from an app host, with its driver (psycopg2), through its site's HAProxy to the
+    leader's PgBouncer (whose auth_file holds the password PostgreSQL holds; pg_hba admits the app role only
+    from PgBouncer, over the socket)."""
     lb = INV.host("fra1-web-1")
     script = (f"import psycopg2; psycopg2.connect(host='{lb.mesh_address}', port={INV.services.lb.db_primary_port}, "
               "user='chirp', dbname='chirp', connect_timeout=5).close()")

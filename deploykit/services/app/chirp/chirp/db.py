@@ -50,6 +50,9 @@ RETRYABLE: tuple[type[BaseException], ...] = (
     psycopg2.errors.ReadOnlySqlTransaction,
 )
 
+# How a refused password reads: PostgreSQL's words, and PgBouncer's for a SCRAM login (its auth_file holds the
+# password PostgreSQL holds, so during a rotation it refuses the new one as PostgreSQL would).
+WRONG_PASSWORD = ("password authentication failed", "SASL authentication failed")
 
 class Unavailable(Exception):
     """The database could not be reached or the outcome of a write is unknown."""
@@ -91,7 +94,7 @@ class Database:
         try:
             conn = psycopg2.connect(**self.connect_kwargs(s.db_password, session))
         except psycopg2.OperationalError as exc:
-            if not s.db_password_previous or "password authentication failed" not in str(exc):
+            if not s.db_password_previous or not any(m in str(exc) for m in WRONG_PASSWORD):
                 raise
             conn = psycopg2.connect(**self.connect_kwargs(s.db_password_previous, session))
         conn.autocommit = autocommit
