@@ -163,8 +163,9 @@ MIN_CLIENT_CONN = 1000  # the least services.pooler.max_client_conn computed
 
 
 def default_session_pool(worker_hosts: int) -> int:
-    """SESSION_POOL_DEFAULT or, when larger, one LISTEN per worker host, the release's migration lock and a spare."""
-    return max(SESSION_POOL_DEFAULT, worker_hosts + 2)
+    """SESSION_POOL_DEFAULT or, when larger, two per worker host (its LISTEN, and the one it opens again while
+    the old one, of a client that died, is not closed yet), the release's migration lock and a spare."""
+    return max(SESSION_POOL_DEFAULT, 2 * worker_hosts + 2)
 
 
 @dataclass(frozen=True, slots=True)

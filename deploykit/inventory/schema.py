@@ -166,7 +166,7 @@ class PoolerSpec(_Spec):
 
     port: Port = 6432
     pool_size: PoolSize = 20
-    session_pool_size: PoolSize | None = None  # default: 5, or the worker hosts + 2 when more
+    session_pool_size: PoolSize | None = None  # default: 5, or twice the worker hosts + 2 when more
     reserve_pool_size: Annotated[StrictInt, Field(ge=0, le=10_000)] = 5
     max_client_conn: Annotated[StrictInt, Field(ge=10, le=1_000_000)] | None = None  # default: computed
     statement_timeout: Annotated[StrictInt, Field(ge=0, le=86_400)] = 5  # seconds; 0: none

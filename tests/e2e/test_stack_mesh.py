@@ -111,8 +111,9 @@ import os, sys, time, psycopg
 env = dict(l.strip().split("=", 1) for l in open("/etc/chirp/chirp.env") if "=" in l and not l.startswith("#"))
 conninfo = dict(host=env["CHIRP_DB_HOST"], port=env["CHIRP_DB_PORT"], dbname=env["CHIRP_DB_NAME"],
                 user=env["CHIRP_DB_USER"], password=env["CHIRP_DB_PASSWORD"], connect_timeout=5)
-# Through the app's path (HAProxy, then PgBouncer in transaction mode): no prepared statements, and the client
-# connection's identity is the backend key PgBouncer gave it at login (the server connection may change).
+# Through the path of the app (HAProxy, then PgBouncer in transaction mode): no prepared statements, and the
+# identity of the client connection is the backend key PgBouncer gave it at login (its server connection may
+# change). No single quote in this script: it is passed to the shell in single quotes.
 with psycopg.connect(**conninfo, autocommit=True, prepare_threshold=None) as conn, \
         open("/tmp/long-connection.log", "w") as log:
     while not os.path.exists("/tmp/long-connection.stop"):

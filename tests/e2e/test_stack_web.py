@@ -169,6 +169,20 @@ def test_killing_an_app_host_drops_it_from_haproxy(stack: Lab, measure) -> None:
     assert r.returncode == 0
 
 
+def release_journals(lab: Lab) -> str:
+    """For a failed release: what the release command said on each app host, and the pools of every db host's
+    PgBouncer (the release's migration takes a session-pool connection)."""
+    out = []
+    for h in (h.name for h in load_inventory(LAB_INVENTORY).hosts if h.has("app")):
+        r = lab.ssh(h, "journalctl -u chirp-release -n 12 --no-pager -o cat", timeout=20)
+        out.append(f"\n--- {h}: chirp-release\n{r.stdout[-1500:]}")
+    for h in (h.name for h in load_inventory(LAB_INVENTORY).hosts if h.has("db")):
+        r = lab.ssh(h, "runuser -u postgres -- psql -X -h /var/run/postgresql -p 6432 -U pgbouncer -d pgbouncer "
+                       "-c 'SHOW POOLS'", timeout=20)
+        out.append(f"\n--- {h}: SHOW POOLS\n{r.stdout[-1500:]}{r.stderr[-300:]}")
+    return "".join(out)
+
+
 def test_a_new_release_rolls_out_with_zero_failed_requests(stack: Lab, tmp_path: Path, measure) -> None:
     src = tmp_path / "chirp"
     shutil.copytree(BUNDLED_APP, src, ignore=shutil.ignore_patterns("__pycache__"))
@@ -187,7 +201,7 @@ def test_a_new_release_rolls_out_with_zero_failed_requests(stack: Lab, tmp_path:
             r = deploykit("apply", str(inv), "--yes", "--no-diff")
             took = time.monotonic() - t0
             time.sleep(1)
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + release_journals(stack)
         _, after = https("GET", f"https://{VIP['ams1']}/healthz")
         assert after is not None and after["release"] != before["release"]
         measure("rolling release of 6 app hosts", f"{took:.1f} s, {len(loop.failed)} failed of "

@@ -81,9 +81,9 @@ def test_dcs_settings_and_sync_from_placement() -> None:
     assert params["wal_level"] == "replica" and params["hot_standby"] == "on"
     assert params["password_encryption"] == "scram-sha-256"
     # sized from the pools, not from the 120 app hosts' 480 gunicorn processes: 20 administration + 20 + 5 reserve
-    # transaction pool + 122 session pool (a LISTEN for each of the 120 worker hosts, the release's lock, a spare)
-    # + 2 Patroni + 2 pgBackRest
-    assert params["max_connections"] == "171"
+    # transaction pool + 242 session pool (two for each of the 120 worker hosts: its LISTEN and the one it opens
+    # again while a dead one is not closed yet; the release's lock, a spare) + 2 Patroni + 2 pgBackRest
+    assert params["max_connections"] == "291"
 
 
 def test_sync_standbys_follow_failure_domains(make_inventory, load_text) -> None:

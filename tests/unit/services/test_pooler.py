@@ -100,14 +100,14 @@ def test_the_pools_and_where_they_listen() -> None:
     assert cfg.listen == (me, "127.0.0.1") and cfg.port == 6432
     assert [(p.name, p.dbname, p.mode, p.size, p.reserve) for p in cfg.pools] == [
         ("chirp", "chirp", "transaction", 20, 5),
-        ("chirp_session", "chirp", "session", 8, 0),  # 6 worker hosts' LISTEN + the release's lock + a spare
+        ("chirp_session", "chirp", "session", 14, 0),  # 2 x 6 worker hosts (LISTEN, a re-made one) + lock + spare
     ]
     assert cfg.pools[0].connect_query == "SET statement_timeout = 5000" and cfg.pools[1].connect_query is None
     conf = ini(LAB, "fra1-data-1")
     assert conf["databases"] == {
         "chirp": "host=/var/run/postgresql port=5432 dbname=chirp pool_mode=transaction pool_size=20 "
                  "reserve_pool=5 connect_query='SET statement_timeout = 5000'",
-        "chirp_session": "host=/var/run/postgresql port=5432 dbname=chirp pool_mode=session pool_size=8 "
+        "chirp_session": "host=/var/run/postgresql port=5432 dbname=chirp pool_mode=session pool_size=14 "
                          "reserve_pool=0",
     }
     main = conf["pgbouncer"]
@@ -163,7 +163,7 @@ def test_max_client_conn_is_computed_from_the_app_with_a_margin() -> None:
 def test_a_very_large_max_client_conn_raises_the_file_limit(make_inventory, load_text) -> None:  # noqa: ANN001
     inv = load_text(make_inventory(services="services:\n  pooler: {max_client_conn: 100000}"))
     cfg = config(context_of(inv), "fra1-data-1")
-    assert cfg.nofile == 100000 + 20 + 5 + 8 + 100  # clients, both pools (reserve included), a margin
+    assert cfg.nofile == 100000 + 20 + 5 + 14 + 100  # clients, both pools (reserve included), a margin
     assert f"LimitNOFILE={cfg.nofile}\n" in files(context_of(inv), "fra1-data-1")[DROPIN]
 
 
@@ -176,11 +176,11 @@ def test_without_app_hosts_nothing_reads_the_app_source(make_inventory, base_hos
 # --- max_connections ---------------------------------------------------------------------------------------------
 
 def test_max_connections_follows_the_pools_not_the_app_processes(make_inventory, load_text) -> None:  # noqa: ANN001
-    assert max_connections(LAB.inv) == 100  # 20 + 20 + 5 + 8 + 2 + 2 = 57: the floor
-    # the example's 120 app hosts with 4 workers each used to need 740; now the pools do: 20 + 25 + 122 + 4
-    assert max_connections(EXAMPLE.inv) == 171
+    assert max_connections(LAB.inv) == 100  # 20 + 20 + 5 + 14 + 2 + 2 = 63: the floor
+    # the example's 120 app hosts with 4 workers each used to need 740; now the pools do: 20 + 25 + 242 + 4
+    assert max_connections(EXAMPLE.inv) == 291
     big = load_text(make_inventory(services="services:\n  pooler: {pool_size: 200, reserve_pool_size: 20}"))
-    assert max_connections(big) == 20 + 200 + 20 + 8 + 2 + 2
+    assert max_connections(big) == 20 + 200 + 20 + 14 + 2 + 2
 
 
 # --- authentication ----------------------------------------------------------------------------------------------
@@ -339,7 +339,7 @@ def test_describe_says_where_the_pools_run_and_their_sizes() -> None:
                              "per db host)")
     rows = {r[0]: r[1:] for r in section.rows}
     assert rows["chirp"][0] == "transaction, 20 (+5 reserve)"
-    assert rows["chirp_session"][0] == "session, 8"
+    assert rows["chirp_session"][0] == "session, 14"
     assert rows["clients"][0] == "at most 1000" and "about 60" in rows["clients"][1]
     assert rows["PostgreSQL"][0] == "max_connections 100"
 
@@ -378,7 +378,7 @@ def test_a_session_pool_too_small_for_the_workers_is_an_error(make_inventory, ch
     checked = check_text(make_inventory(services="services:\n  pooler:\n    session_pool_size: 4"))
     assert checked.only_error() == (
         f"{F}:18: services/pooler/session_pool_size: 4 session connections cannot hold the LISTEN of the 6 worker "
-        "hosts and the release's migration lock: write at least 7, or leave it out (then 8)")
+        "hosts and the release's migration lock: write at least 7, or leave it out (then 14)")
 
 
 def test_a_max_client_conn_below_what_the_app_opens_is_an_error(make_inventory, check_text) -> None:  # noqa: ANN001
@@ -400,7 +400,7 @@ def test_defaults(make_inventory, load_text) -> None:  # noqa: ANN001
     svc = load_text(make_inventory()).services.pooler
     assert (svc.port, svc.pool_size, svc.session_pool_size, svc.reserve_pool_size, svc.max_client_conn,
             svc.statement_timeout, svc.query_wait_timeout) == (6432, 20, None, 5, None, 5, 10)
-    assert svc.session_pool(0) == svc.session_pool(3) == 5 and svc.session_pool(10) == 12
+    assert svc.session_pool(0) == svc.session_pool(1) == 5 and svc.session_pool(3) == 8 and svc.session_pool(10) == 22
     assert svc.client_limit(10) == 1000 and svc.client_limit(700) == 1400
 
 
