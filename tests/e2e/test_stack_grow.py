@@ -127,6 +127,19 @@ def redis_master(lab: Lab, hosts: list[str]) -> str:
     return MESH_NAMES[next(iter(answers.values()))]
 
 
+# What a member that does not stream says: the decisions Patroni logged since it started (crash recovery,
+# rewind, timelines: a former leader started as a replica without a rewind decision never becomes consistent
+# if its WAL diverged), its control file, and the last lines of Patroni's and PostgreSQL's logs.
+STUCK_REPLICA = (
+    "journalctl -u patroni -b --no-pager -o cat | grep -iE 'rewind|timeline|crash|recovery|diverg|starting as|"
+    "reinit|Leader is|clean shutdown|controldata|Minimum recovery' | tail -n 40; "
+    "echo '--- pg_controldata'; /usr/lib/postgresql/15/bin/pg_controldata /var/lib/postgresql/15/chirp-lab | "
+    "grep -E 'cluster state|TimeLineID|Minimum recovery|REDO location|Latest checkpoint location'; "
+    "echo '--- patroni'; journalctl -u patroni -n 8 --no-pager -o cat; "
+    "echo '--- postgresql'; tail -n 8 /var/lib/postgresql/15/chirp-lab/log/*.log 2>/dev/null"
+)
+
+
 def check_cluster(lab: Lab, etcd: list[str], db: list[str], cache: list[str]) -> tuple[str, str]:
     """Every cluster holds exactly these members and is healthy; returns (Patroni leader, Redis master)."""
     deadline = time.monotonic() + 240
@@ -141,8 +154,7 @@ def check_cluster(lab: Lab, etcd: list[str], db: list[str], cache: list[str]) ->
         if sorted(str(m["Member"]) for m in members) == sorted(db) and numeric and streams == set(replicas):
             break
         if time.monotonic() >= deadline:  # what the members that do not stream say (the reason, next time)
-            logs = {h: lab.ssh(h, "journalctl -u patroni -n 15 --no-pager -o cat; tail -n 15 "
-                                  "/var/lib/postgresql/15/chirp-lab/log/*.log 2>/dev/null", timeout=20).stdout
+            logs = {h: lab.ssh(h, STUCK_REPLICA, timeout=30).stdout
                     for h in replicas if h not in streams or replicas[h].get("State") != "running"}
             raise AssertionError(f"Patroni lists {members}; streaming to the leader: {streams}; logs: {logs}")
         time.sleep(2)

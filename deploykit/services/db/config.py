@@ -89,6 +89,7 @@ class DbHostConfig:
     name: str
     scope: str
     mesh_address: IPv4Address  # where PostgreSQL and the REST API listen and are reached
+    mesh_unit: str  # the mesh's systemd unit: Patroni starts after it (see state.py, the drop-in)
     port: int
     patroni_port: int
     bootstrap_member: bool  # the member that initialises the cluster on the first deploy
@@ -217,6 +218,7 @@ def db_config(ctx: ConfigContext, host: Host) -> DbHostConfig:
         name=host.name,
         scope=plan.scope,
         mesh_address=host.mesh_address,
+        mesh_unit=f"wg-quick@{ctx.inv.mesh.interface}.service",
         port=plan.port,
         patroni_port=plan.patroni_port,
         bootstrap_member=host.name == plan.bootstrap,

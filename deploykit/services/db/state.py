@@ -7,6 +7,7 @@ from deploykit.services.db.config import PG_VERSION, DbHostConfig
 from deploykit.services.render import render
 
 DYNAMIC_CONFIG = "/etc/patroni/dynamic.yml"
+DROPIN = "/etc/systemd/system/patroni.service.d/deploykit.conf"
 ROLES_SQL = "/etc/patroni/roles.sql"
 POST_INIT = "/etc/patroni/post_init.sh"
 DEBIAN_CLUSTER = f"postgresql@{PG_VERSION}-main"
@@ -101,6 +102,8 @@ def desired(cfg: DbHostConfig) -> RoleState:
         no_debian_cluster(),
         *watchdog_files(cfg),
         ManagedFile(POST_INIT, post_init, mode="0700", owner="postgres", group="postgres"),
+        # Ordering only: systemd reads it at daemon-reload, nothing restarts.
+        ManagedFile(DROPIN, render("db/patroni-dropin.conf.j2", cfg=cfg)),
         # Before config.yml, which names it (Patroni reloads that one).
         ManagedFile(cfg.on_role_change, render("db/on_role_change.sh.j2", hooks=cfg.role_change_hooks),
                     mode="0755"),

@@ -342,3 +342,12 @@ def test_the_role_change_callback_runs_each_executable_hook_with_patronis_argume
     run = subprocess.run(["/bin/sh", str(script), "on_role_change", "master", "chirp-lab"], check=False)
     assert run.returncode == 0  # Patroni is never told a hook failed
     assert out.read_text() == "on_role_change master chirp-lab\n"
+
+
+def test_patroni_starts_after_the_mesh_and_the_ordering_restarts_nothing() -> None:
+    """A former leader's Patroni must reach the new leader when it starts (its rewind decision): after the mesh."""
+    state = db.desired(config(LAB, "fra1-data-1"))
+    dropin = next(f for f in state.files if f.path == "/etc/systemd/system/patroni.service.d/deploykit.conf")
+    lines = dropin.content.splitlines()
+    assert "Wants=wg-quick@mesh0.service" in lines and "After=wg-quick@mesh0.service" in lines
+    assert not dropin.notify and dropin.after_change is None
