@@ -23,10 +23,23 @@ if str(CHIRP_DIR) not in sys.path:
     sys.path.insert(0, str(CHIRP_DIR))
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port on 127.0.0.1 that this process has not handed out before.
+
+    The kernel may give the same ephemeral port to two bind(0) calls in a row once the first socket is closed
+    (CI once gave PostgreSQL and Redis the same port, and every Redis test talked to PostgreSQL).
+    """
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no fresh free port on 127.0.0.1 after 100 tries")
 
 
 def wait_port(port: int, timeout: float = 15.0) -> None:
