@@ -1,17 +1,19 @@
 """One shell command per host that reports everything the diff needs; and its parser.
 
-The command prints, for each managed file, its mode/owner and base64 content (or that it is absent), each
-package's dpkg status, each unit's enabled/active state, and each
-directory's mode/owner. One round trip per host, whatever the number of files.
+The command prints the managed files and directories (mode, owner and content, in one tar), each package's dpkg
+status, each unit's enabled/active state and the services' host facts. One round trip per host, and a handful
+of processes on it, whatever the number of items.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import re
 import shlex
+import tarfile
 from dataclasses import dataclass, field
 
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./@:+-]+$")
@@ -83,27 +85,32 @@ class HostFacts:
 
 
 def probe_command(spec: ProbeSpec) -> str:
-    """A POSIX sh script (one line per item) printing `@@` records; exits 0 even when things are absent."""
+    """A POSIX sh script printing `@@` records; exits 0 even when things are absent.
+
+    It starts few processes, whatever the number of items (on a lab of 51 servers sharing two CPUs the per-item
+    commands were the no-op plan's main cost: 0.25 s of `systemctl` per host for 15 units, 0.1 s of `stat` and
+    `base64` for 30 files): every managed file and directory in one gzipped tar (dereferencing symlinks and hard
+    links, so each member carries its own mode, owner and content), every unit in one `systemctl show`, every
+    package in one `dpkg-query`. tar, gzip, base64 and systemctl are on every Debian server (Essential packages
+    and systemd), bare ones too.
+    """
     q = shlex.quote
     lines = ["export LC_ALL=C"]
-    for path in spec.files:
+    paths = (*spec.files, *spec.directories)
+    if paths:
+        # tar exits 2 for a missing path and archives the rest: missing is absent, not an error
         lines.append(
-            f"if [ -f {q(path)} ]; then printf '@@FILE %s %s\\n' {q(path)} \"$(stat -c '%a:%U:%G' {q(path)})\"; "
-            f"base64 -w0 {q(path)}; echo; else printf '@@NOFILE %s\\n' {q(path)}; fi"
-        )
-    for path in spec.directories:
-        lines.append(
-            f"if [ -d {q(path)} ]; then printf '@@DIR %s %s\\n' {q(path)} \"$(stat -c '%a:%U:%G' {q(path)})\"; "
-            f"else printf '@@NODIR %s\\n' {q(path)}; fi"
+            "if command -v tar >/dev/null 2>&1; then printf '@@TAR '; tar -c -z -P -h --hard-dereference "
+            f"--no-recursion -f - -- {' '.join(q(p) for p in paths)} 2>/dev/null | base64 -w0; echo; "
+            "else echo '@@NOTAR'; fi"
         )
     if spec.packages:
         pkgs = " ".join(q(p) for p in spec.packages)
         lines.append(f"dpkg-query -W -f='@@PKG ${{Package}} ${{Status}}\\n' {pkgs} 2>/dev/null")
-    for unit in spec.units:
-        lines.append(
-            f"printf '@@UNIT %s %s %s\\n' {q(unit)} \"$(systemctl is-enabled {q(unit)} 2>/dev/null || true)\" "
-            f"\"$(systemctl is-active {q(unit)} 2>/dev/null || true)\""
-        )
+    if spec.units:
+        # one block of KEY=value lines per unit, in the order given, blank lines between blocks
+        lines.append("echo @@UNITS; systemctl show -p Id,UnitFileState,ActiveState "
+                     f"{' '.join(q(u) for u in spec.units)} 2>/dev/null; echo; echo @@UNITS-END")
     for name, script in spec.facts:
         # The script's last line is the value; if it fails, its output (stderr too) says why.
         lines.append(
@@ -113,6 +120,57 @@ def probe_command(spec: ProbeSpec) -> str:
         )
     lines.append("echo @@END")
     return "\n".join(lines) + "\n"
+
+
+def _unit_name(unit: str) -> str:
+    """systemd's full name of `unit` (`ssh` -> `ssh.service`), as `systemctl show` reports it in Id=."""
+    return unit if re.search(r"\.(service|socket|timer|target|path|mount|automount|swap|slice|scope|device)$",
+                             unit) else f"{unit}.service"
+
+
+def _units(spec: ProbeSpec, block_lines: list[str]) -> dict[str, tuple[str, str]]:
+    """(is-enabled, is-active) per unit from `systemctl show`'s blocks: UnitFileState is what `is-enabled`
+    prints ("" for a unit that does not exist: "absent"), ActiveState what `is-active` prints."""
+    blocks: list[dict[str, str]] = [{}]
+    for line in block_lines:
+        if not line.strip():
+            if blocks[-1]:
+                blocks.append({})
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ProbeError(f"unexpected line from systemctl show: {line[:120]!r}")
+        blocks[-1][key] = value.strip()
+    blocks = [b for b in blocks if b]
+    if len(blocks) == len(spec.units):  # one block per unit, in the order asked (an alias reports its target)
+        pairs = list(zip(spec.units, blocks, strict=True))
+    else:  # systemctl skipped one: match by name
+        by_id = {b.get("Id", ""): b for b in blocks}
+        pairs = [(u, by_id[_unit_name(u)]) for u in spec.units if _unit_name(u) in by_id]
+    return {u: (b.get("UnitFileState") or "absent", b.get("ActiveState") or "inactive") for u, b in pairs}
+
+
+def _tar_entries(spec: ProbeSpec, encoded: str) -> tuple[dict[str, FileFact], dict[str, tuple[int, str, str]]]:
+    """The regular files and directories in the probe's base64 gzipped tar (paths as given: tar -P keeps the
+    leading slash; a directory's name may end in one)."""
+    files: dict[str, FileFact] = {}
+    dirs: dict[str, tuple[int, str, str]] = {}
+    if not encoded:
+        return files, dirs
+    try:
+        with tarfile.open(fileobj=io.BytesIO(base64.b64decode(encoded, validate=True)), mode="r:gz") as tar:
+            for member in tar:
+                name = member.name.rstrip("/") or "/"
+                owner, group = member.uname or str(member.uid), member.gname or str(member.gid)
+                if member.isfile():
+                    data = tar.extractfile(member)
+                    content = data.read() if data is not None else b""
+                    files[name] = FileFact(member.mode & 0o7777, owner, group, content)
+                elif member.isdir():
+                    dirs[name] = (member.mode & 0o7777, owner, group)
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        raise ProbeError(f"the probe's archive of the managed files is unreadable: {exc}") from exc
+    return files, dirs
 
 
 def _meta(text: str) -> tuple[int, str, str]:
@@ -132,7 +190,22 @@ def parse_probe(spec: ProbeSpec, lines: list[str]) -> HostFacts:
         parts = line.rstrip("\n").split(" ")
         tag = parts[0]
         try:
-            if tag == "@@FILE":
+            if tag == "@@TAR":
+                files, dirs = _tar_entries(spec, parts[1] if len(parts) > 1 else "")
+                facts.files.update({p: files.get(p) for p in spec.files})
+                facts.directories.update({p: dirs.get(p) for p in spec.directories})
+            elif tag == "@@NOTAR":
+                raise ProbeError("tar is not installed on the host: the managed files cannot be read")
+            elif tag == "@@UNITS":
+                block: list[str] = []
+                for inner in it:
+                    if inner.rstrip("\n") == "@@UNITS-END":
+                        break
+                    block.append(inner.rstrip("\n"))
+                else:
+                    raise ProbeError("the probe's output was cut short (in the units' block)")
+                facts.units.update(_units(spec, block))
+            elif tag == "@@FILE":
                 mode, owner, group = _meta(parts[2])
                 content = base64.b64decode(next(it).strip())
                 facts.files[parts[1]] = FileFact(mode, owner, group, content)
@@ -150,6 +223,8 @@ def parse_probe(spec: ProbeSpec, lines: list[str]) -> HostFacts:
                 facts.fact_errors[parts[1]] = " ".join(parts[2:]).strip() or "failed without a message"
             elif tag == "@@END":
                 ended = True
+        except ProbeError:
+            raise
         except (IndexError, ValueError, StopIteration) as exc:
             raise ProbeError(f"unexpected probe output line: {line[:120]!r}") from exc
     if not ended:

@@ -1,6 +1,13 @@
 from __future__ import annotations
 
 import base64
+import grp
+import io
+import os
+import pwd
+import shutil
+import subprocess
+import tarfile
 
 import pytest
 
@@ -19,15 +26,23 @@ def test_probe_command_is_exact_for_one_of_each():
     cmd = probe_command(spec)
     assert cmd.splitlines() == [
         "export LC_ALL=C",
-        "if [ -f /etc/a.conf ]; then printf '@@FILE %s %s\\n' /etc/a.conf \"$(stat -c '%a:%U:%G' /etc/a.conf)\"; "
-        "base64 -w0 /etc/a.conf; echo; else printf '@@NOFILE %s\\n' /etc/a.conf; fi",
-        "if [ -d /etc/d ]; then printf '@@DIR %s %s\\n' /etc/d \"$(stat -c '%a:%U:%G' /etc/d)\"; "
-        "else printf '@@NODIR %s\\n' /etc/d; fi",
+        "if command -v tar >/dev/null 2>&1; then printf '@@TAR '; tar -c -z -P -h --hard-dereference "
+        "--no-recursion -f - -- /etc/a.conf /etc/d 2>/dev/null | base64 -w0; echo; else echo '@@NOTAR'; fi",
         "dpkg-query -W -f='@@PKG ${Package} ${Status}\\n' etcd-server 2>/dev/null",
-        "printf '@@UNIT %s %s %s\\n' etcd \"$(systemctl is-enabled etcd 2>/dev/null || true)\" "
-        "\"$(systemctl is-active etcd 2>/dev/null || true)\"",
+        "echo @@UNITS; systemctl show -p Id,UnitFileState,ActiveState etcd 2>/dev/null; echo; echo @@UNITS-END",
         "echo @@END",
     ]
+
+
+def test_probe_starts_the_same_processes_for_one_item_or_fifty():
+    """The no-op plan's cost at 51 hosts was per-item processes on the servers: no command may repeat per item."""
+    few = probe_command(ProbeSpec(files=("/etc/f0",), directories=("/d0",), units=("u0",)))
+    many = probe_command(ProbeSpec(files=tuple(f"/etc/f{i}" for i in range(50)),
+                                   directories=tuple(f"/d{i}" for i in range(50)),
+                                   units=tuple(f"u{i}" for i in range(50))))
+    assert len(many.splitlines()) == len(few.splitlines())
+    for command in ("tar -c", "systemctl ", "base64 ", "stat "):
+        assert many.count(command) == few.count(command) <= 1
 
 
 def test_unsafe_inputs_are_refused():
@@ -102,3 +117,89 @@ def test_fingerprint_changes_with_content_mode_and_units():
 
 def test_sha256_of_text_and_bytes_agree():
     assert sha256("abc") == sha256(b"abc")
+
+
+def _tar_b64(entries: list[tuple[str, bytes | None, int, str, str]]) -> str:
+    """A gzipped tar as the probe prints it: (name, content or None for a directory, mode, owner, group)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, content, mode, owner, group in entries:
+            info = tarfile.TarInfo(name)
+            info.mode, info.uname, info.gname = mode, owner, group
+            if content is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_parse_probe_reads_files_and_directories_from_the_tar():
+    spec = ProbeSpec(files=("/etc/a.conf", "/etc/b.conf", "/etc/d"), directories=("/etc/d", "/etc/e", "/etc/a.conf"))
+    archive = _tar_b64([("/etc/a.conf", b"x = 1\n", 0o2640, "root", "etcd"), ("/etc/d/", None, 0o750, "root", "adm")])
+    facts = parse_probe(spec, _out(f"@@TAR {archive}"))
+    assert facts.files == {"/etc/a.conf": FileFact(0o2640, "root", "etcd", b"x = 1\n"), "/etc/b.conf": None,
+                           "/etc/d": None}  # a directory is not the file asked for
+    assert facts.directories == {"/etc/d": (0o750, "root", "adm"), "/etc/e": None, "/etc/a.conf": None}
+
+
+def test_an_empty_or_unreadable_tar():
+    spec = ProbeSpec(files=("/a",))
+    assert parse_probe(spec, _out("@@TAR ")).files == {"/a": None}  # tar printed nothing: every path missing
+    with pytest.raises(ProbeError, match="archive of the managed files is unreadable"):
+        parse_probe(spec, _out("@@TAR " + base64.b64encode(b"not a tar").decode()))
+    with pytest.raises(ProbeError, match="tar is not installed"):
+        parse_probe(spec, _out("@@NOTAR"))
+
+
+def test_units_from_systemctl_show_blocks_in_order():
+    spec = ProbeSpec(units=("ssh", "wg-quick@mesh0", "nosuch", "backup.timer"))
+    facts = parse_probe(spec, _out(
+        "@@UNITS",
+        "Id=ssh.service", "ActiveState=active", "UnitFileState=enabled", "",
+        "Id=wg-quick@mesh0.service", "ActiveState=activating", "UnitFileState=enabled", "",
+        "Id=nosuch.service", "ActiveState=inactive", "UnitFileState=", "",
+        "Id=backup.timer", "UnitFileState=masked", "ActiveState=inactive", "",
+        "@@UNITS-END",
+    ))
+    assert facts.units == {"ssh": ("enabled", "active"), "wg-quick@mesh0": ("enabled", "activating"),
+                           "nosuch": ("absent", "inactive"), "backup.timer": ("masked", "inactive")}
+
+
+def test_units_matched_by_name_when_systemctl_skipped_one():
+    spec = ProbeSpec(units=("ssh", "etcd", "patroni"))
+    facts = parse_probe(spec, _out("@@UNITS", "Id=ssh.service", "ActiveState=active", "UnitFileState=enabled", "",
+                                   "Id=patroni.service", "ActiveState=failed", "UnitFileState=enabled", "",
+                                   "@@UNITS-END"))
+    assert facts.units == {"ssh": ("enabled", "active"), "etcd": ("absent", "inactive"),
+                           "patroni": ("enabled", "failed")}
+
+
+def test_units_block_cut_short_or_garbled():
+    spec = ProbeSpec(units=("ssh",))
+    with pytest.raises(ProbeError, match="cut short"):
+        parse_probe(spec, ["@@UNITS", "Id=ssh.service"])
+    with pytest.raises(ProbeError, match="systemctl show"):
+        parse_probe(spec, _out("@@UNITS", "Failed to connect to bus", "@@UNITS-END"))
+
+
+@pytest.mark.skipif(not all(shutil.which(c) for c in ("sh", "tar", "gzip", "base64")), reason="needs sh, tar, gzip")
+def test_the_probe_script_run_by_sh_reads_real_files(tmp_path):
+    """The script itself, run by this machine's sh, tar, gzip and base64 (as on a Debian server)."""
+    (tmp_path / "a.conf").write_bytes(b"\x00binary\nand text\n")
+    (tmp_path / "a.conf").chmod(0o640)
+    (tmp_path / "link.conf").symlink_to(tmp_path / "a.conf")
+    (tmp_path / "hard.conf").hardlink_to(tmp_path / "a.conf")
+    (tmp_path / "d").mkdir(mode=0o750)
+    (tmp_path / "d").chmod(0o750)
+    (tmp_path / "d" / "inside").write_text("not asked for")
+    files = tuple(str(tmp_path / n) for n in ("a.conf", "link.conf", "hard.conf", "missing.conf", "d"))
+    dirs = (str(tmp_path / "d"), str(tmp_path / "nodir"))
+    spec = ProbeSpec(files=files, directories=dirs)
+    out = subprocess.run(["sh", "-c", probe_command(spec)], capture_output=True, text=True, check=True).stdout
+    facts = parse_probe(spec, out.splitlines())
+    me, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+    want = FileFact(0o640, me, group, b"\x00binary\nand text\n")
+    assert facts.files == {files[0]: want, files[1]: want, files[2]: want, files[3]: None, files[4]: None}
+    assert facts.directories == {dirs[0]: (0o750, me, group), dirs[1]: None}
