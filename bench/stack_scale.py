@@ -102,6 +102,12 @@ AFTER_START_S = 5.0  # the load keeps running this long after the killed server 
 REJOIN_TIMEOUT_S = 180.0
 HEALTHY_TIMEOUT_S = 120.0
 READ_BACK_PATIENCE_S = 30.0  # a post that answers neither 200 nor 404 is asked again for this long
+# 6 HAProxies checking 42 app hosts every second are 252 HTTP checks a second through the mesh; on this
+# machine's userspace WireGuard (51 wireguard-go) they cost 1.2 of its 2 CPUs at rest (measured: with the app
+# checks disabled on the runtime API, wireguard-go went from 122 % to 40 % and gunicorn from 36 % to ~0), which
+# left the lab saturated (load 73) before any measurement. On real servers that is 6 checks a second per app
+# host. The bench checks every 3 s, as an operator with 6 load balancers would (`services.lb.check_interval_ms`).
+CHECK_INTERVAL_MS = 3000
 SERVER_MIB = 160  # a lab server of the whole stack, on average (app hosts: 2 gunicorn workers + the worker)
 RESERVE_MIB = 2048
 PATRONI = "patronictl -c /etc/patroni/config.yml"
@@ -115,8 +121,12 @@ PG_COUNTS_SQL = ("select count(*), count(*) filter (where backend_type = 'client
 
 # the inventory ---------------------------------------------------------------------------------------------------
 def stack_inventory_text() -> str:
-    """bench/first_apply.py's 51 servers with the app's default workers, renamed and moved to SITE_OCTETS."""
+    """bench/first_apply.py's 51 servers with the app's default workers, renamed and moved to SITE_OCTETS,
+    HAProxy checking every CHECK_INTERVAL_MS."""
     text = first_apply.inventory_51(workers=None).replace("name: bench-first\n", f"name: {NAME}\n", 1)
+    if "\nservices:\n" not in text:
+        raise ValueError("bench/first_apply.py's inventory has no services: section")
+    text = text.replace("\nservices:\n", f"\nservices:\n  lb: {{check_interval_ms: {CHECK_INTERVAL_MS}}}\n", 1)
     for old, new in SITE_OCTETS.items():
         text = re.sub(rf"(?<![0-9.])10\.77\.{old}\.", f"10.77.{new}.", text)
     return text
@@ -140,6 +150,8 @@ def inventory_problems(inv: Inventory) -> list[str]:
     counts = {"servers": len(inv.hosts), **{r: len(inv.with_role(r)) for r in EXPECTED if r != "servers"}}
     if counts != EXPECTED:
         problems.append(f"expected {EXPECTED}, got {counts}")
+    if inv.services.lb.check_interval_ms != CHECK_INTERVAL_MS:
+        problems.append(f"lb check_interval_ms {inv.services.lb.check_interval_ms}, expected {CHECK_INTERVAL_MS}")
     if inv.services.app.workers != AppService().workers:
         problems.append(f"app workers {inv.services.app.workers}, expected the default {AppService().workers}")
     return problems

@@ -40,6 +40,7 @@ class Server:
     site: str
     provider: str
     segment: Segment
+    cpu_weight: int = 1  # its share of this machine's CPUs against the lab's other servers (see cpu_weight)
 
     @property
     def veth(self) -> str:
@@ -69,6 +70,19 @@ class Layout:
             if found:
                 return found
         raise LabError(f"{target!r} is no server, site or provider of lab {self.lab}")
+
+
+# A real server has CPUs of its own; lab servers share this machine's. When the app hosts all start their
+# processes at once (a first deploy of 42 of them on 2 CPUs), an equal share per server starved the 3 data hosts
+# until etcd lost its leader and Patroni its lock (two failovers in one first apply, measured). The servers whose
+# failure detectors have second-scale timeouts get a bigger share, the load balancers a middle one: under
+# contention they keep a core's worth between them, as on their own hardware; idle shares cost nothing.
+CPU_WEIGHTS = (({"etcd", "db", "cache"}, 8), ({"lb", "dns", "backup"}, 4))
+
+
+def cpu_weight(roles: tuple[str, ...] | frozenset[str] | set[str]) -> int:
+    """A lab server's CPU share relative to a plain (app, worker) server's: the largest of its roles'."""
+    return max((w for group, w in CPU_WEIGHTS if group & set(roles)), default=1)
 
 
 def plan_layout(inv: Inventory) -> Layout:
@@ -114,7 +128,8 @@ def plan_layout(inv: Inventory) -> Layout:
                 )
         segments[site.name] = seg
     servers = tuple(
-        Server(name=h.name, address=h.address, site=h.site, provider=h.provider, segment=segments[h.site])
+        Server(name=h.name, address=h.address, site=h.site, provider=h.provider, segment=segments[h.site],
+               cpu_weight=cpu_weight(h.roles))
         for h in inv.hosts
     )
     return Layout(lab=inv.name, segments=tuple(segments.values()), servers=servers)

@@ -41,10 +41,31 @@ echo "addresses: $(ip -br addr 2>&1 | tr -s ' ' | tr '\n' ';')"
 
 
 def cgroup_hierarchies(root: Path = CGROUP_ROOT) -> list[Path]:
-    """The hierarchies a server's cgroup is made in: v1 name=systemd (+ unified, memory), or pure v2."""
+    """The hierarchies a server's cgroup is made in: v1 name=systemd (+ unified, memory, cpu), or pure v2."""
     if (root / "cgroup.controllers").is_file():
         return [root]
-    return [root / h for h in ("systemd", "unified", "memory") if (root / h).is_dir()]
+    found = [root / h for h in ("systemd", "unified", "memory") if (root / h).is_dir()]
+    return found + ([root / "cpu"] if (root / "cpu" / "cpu.shares").is_file() else [])
+
+
+LAB_CPU_SHARE = 32  # the whole lab weighs, against this machine's other processes, as this many busy ones
+
+
+def cpu_writes(lab: str, name: str, weight: int, root: Path = CGROUP_ROOT) -> list[tuple[Path, str]]:
+    """The cgroup files to write, in order, for a server's CPU share (layout.cpu_weight: 1 = a plain server)
+    and its lab's: v1 `cpu.shares` (1024 per unit), v2 `cpu.weight` (100 per unit, the cpu controller enabled
+    down to the server's cgroup). Empty when this machine has no cpu controller."""
+    top = f"deploykit-lab-{lab}"
+    if (root / "cgroup.controllers").is_file():
+        if "cpu" not in (root / "cgroup.controllers").read_text().split():
+            return []
+        return [(root / "cgroup.subtree_control", "+cpu"), (root / top / "cgroup.subtree_control", "+cpu"),
+                (root / top / "cpu.weight", str(min(10_000, 100 * LAB_CPU_SHARE))),
+                (root / top / name / "cpu.weight", str(min(10_000, 100 * weight)))]
+    if not (root / "cpu" / "cpu.shares").is_file():
+        return []
+    return [(root / "cpu" / top / "cpu.shares", str(1024 * LAB_CPU_SHARE)),
+            (root / "cpu" / top / name / "cpu.shares", str(1024 * weight))]
 
 
 def cgroup_dirs(lab: str, name: str, root: Path = CGROUP_ROOT) -> list[Path]:
@@ -212,6 +233,11 @@ class Machine:
             self.clear_stale_veth()
         for c in self.cgroups:
             c.mkdir(parents=True, exist_ok=True)
+        for path, value in cpu_writes(self.lab, self.server.name, self.server.cpu_weight):
+            try:  # a share is a refinement: a machine that refuses it runs the lab with equal shares
+                path.write_text(value)
+            except OSError:
+                pass
         with open(self.console_log, "ab") as log:
             proc = subprocess.Popen(
                 supervisor_argv(self.cgroups, nspawn_argv(self.server, self.root, self.binds)),

@@ -73,7 +73,8 @@ class LabState:
             "segments": [
                 {"site": s.site, "provider": s.provider, "network": str(s.network)} for s in self.layout.segments
             ],
-            "servers": [{"name": s.name, "address": str(s.address), "site": s.site} for s in self.layout.servers],
+            "servers": [{"name": s.name, "address": str(s.address), "site": s.site, "cpu_weight": s.cpu_weight}
+                        for s in self.layout.servers],
             "partitions": [
                 {"target": p.target, "servers": list(p.servers), "keep_controller": p.keep_controller}
                 for p in self.partitions
@@ -93,6 +94,7 @@ class LabState:
                 site=d["site"],
                 provider=segments[d["site"]].provider,
                 segment=segments[d["site"]],
+                cpu_weight=int(d.get("cpu_weight", 1)),  # a lab started before weights: all equal
             )
             for d in data["servers"]
         )

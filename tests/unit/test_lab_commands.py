@@ -7,7 +7,14 @@ from pathlib import Path
 
 from deploykit.lab.keys import keygen_argv, known_hosts_line
 from deploykit.lab.layout import Segment, Server
-from deploykit.lab.machine import cgroup_dirs, network_unit, nspawn_argv, supervisor_argv
+from deploykit.lab.machine import (
+    LAB_CPU_SHARE,
+    cgroup_dirs,
+    cpu_writes,
+    network_unit,
+    nspawn_argv,
+    supervisor_argv,
+)
 from deploykit.lab.network import LAB_ROUTE_ARGV, bridge_argvs, bridge_sysctls
 from deploykit.lab.preflight import apt_install_argv
 from deploykit.lab.ssh import ssh_argv
@@ -47,11 +54,33 @@ def test_cgroup_dirs_hybrid_and_v2(tmp_path: Path) -> None:
         (tmp_path / h).mkdir()
     assert cgroup_dirs("chirp-lab", "a-1", tmp_path) == [
         tmp_path / h / "deploykit-lab-chirp-lab" / "a-1" for h in ("systemd", "unified", "memory")
-    ]
+    ]  # a cpu directory without cpu.shares is not the cpu controller
+    (tmp_path / "cpu" / "cpu.shares").write_text("1024\n")
+    assert cgroup_dirs("chirp-lab", "a-1", tmp_path)[-1] == tmp_path / "cpu" / "deploykit-lab-chirp-lab" / "a-1"
     v2 = tmp_path / "v2"
     v2.mkdir()
     (v2 / "cgroup.controllers").write_text("memory\n")
     assert cgroup_dirs("l", "a-1", v2) == [v2 / "deploykit-lab-l" / "a-1"]
+
+
+def test_cpu_writes_v1_shares_v2_weights_or_nothing(tmp_path: Path) -> None:
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.shares").write_text("1024\n")
+    top = v1 / "cpu" / "deploykit-lab-l"
+    assert cpu_writes("l", "a-1", 8, v1) == [(top / "cpu.shares", str(1024 * LAB_CPU_SHARE)),
+                                             (top / "a-1" / "cpu.shares", "8192")]
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    assert cpu_writes("l", "a-1", 4, v2) == [
+        (v2 / "cgroup.subtree_control", "+cpu"), (v2 / "deploykit-lab-l" / "cgroup.subtree_control", "+cpu"),
+        (v2 / "deploykit-lab-l" / "cpu.weight", str(100 * LAB_CPU_SHARE)),
+        (v2 / "deploykit-lab-l" / "a-1" / "cpu.weight", "400"),
+    ]  # fmt: skip
+    (v2 / "cgroup.controllers").write_text("memory pids\n")
+    assert cpu_writes("l", "a-1", 4, v2) == []
+    assert cpu_writes("l", "a-1", 4, tmp_path / "none") == []
 
 
 def test_network_unit_routes_only_the_lab_range() -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from deploykit.errors import LabError
 from deploykit.inventory.model import Host, Inventory, MeshNetwork, Services, Site, SshSettings
-from deploykit.lab.layout import plan_layout
+from deploykit.lab.layout import cpu_weight, plan_layout
 
 SSH = SshSettings(user="root", port=22, identity_file=Path("/x/id"), known_hosts=Path("/x/kh"))
 
@@ -75,3 +75,20 @@ def test_a_mesh_network_outside_the_lab_range_is_refused() -> None:
                         inv.services, mesh=MeshNetwork())
     with pytest.raises(LabError, match=r"mesh network 10\.213\.0\.0/16 is outside the lab range"):
         plan_layout(outside)
+
+
+def test_cpu_weights_favour_the_servers_with_failure_detectors() -> None:
+    assert cpu_weight(("app", "worker")) == 1
+    assert cpu_weight(("lb",)) == cpu_weight(("dns",)) == 4
+    assert cpu_weight(("lb", "etcd")) == cpu_weight(("db",)) == cpu_weight(("cache",)) == 8
+    assert cpu_weight(()) == 1
+    assert {s.cpu_weight for s in plan_layout(two_sites()).servers} == {1}  # app hosts
+
+
+def test_the_lab_inventory_s_data_hosts_weigh_most() -> None:
+    from deploykit.inventory import load_inventory
+
+    layout = plan_layout(load_inventory(Path(__file__).resolve().parents[2] / "inventories" / "lab.yml"))
+    weights = {s.name: s.cpu_weight for s in layout.servers}
+    assert {n: w for n, w in weights.items() if "data" in n} and all(w == 8 for n, w in weights.items() if "data" in n)
+    assert max(weights.values()) == 8 and min(weights.values()) >= 1
