@@ -16,6 +16,7 @@ import pytest
 
 from deploykit.inventory import load_inventory
 from deploykit.lab.lab import Lab
+from deploykit.services.pooler.config import SOCKET_DIR, console_command, server_connections
 from tests.e2e.conftest import LAB_INVENTORY, deploykit
 from tests.installed import build_wheel, install
 
@@ -117,14 +118,13 @@ def test_app_connections_reach_postgresql_only_through_pgbouncer_pools(lab: Lab,
     r = lab.ssh("fra1-web-1", f"{login} {json.dumps(direct)} -c 'select 1'", timeout=30)
     assert r.returncode != 0, r.stdout
     # PgBouncer's own console on the leader: the app's pools exist, and PostgreSQL sees only pooled connections.
-    console = "runuser -u postgres -- psql -X -h /var/run/postgresql -p 6432 -U pgbouncer -d pgbouncer -At"
+    console = f"runuser -u postgres -- {console_command(SOCKET_DIR, inv.services.pooler.port)} -At"
     pools = ok(lab, lead, f"{console} -c 'SHOW POOLS'")
     assert any(line.startswith("chirp|chirp|") for line in pools.splitlines()), pools
     counts = psql(lab, lead, "select count(*), count(client_addr) from pg_stat_activity where usename = 'chirp'")
     assert counts.returncode == 0, counts.stderr
     total, over_tcp = (int(x) for x in counts.stdout.strip().split("|"))
-    pooler = inv.services.pooler
-    most = pooler.pool_size + pooler.reserve_pool_size + pooler.session_pool(len(inv.with_role("worker")))
+    most = server_connections(inv)
     assert over_tcp == 0 and 0 < total <= most, counts.stdout
 
 

@@ -21,6 +21,7 @@ from deploykit.inventory import load_inventory
 from deploykit.lab.lab import Lab
 from deploykit.lab.smoke import client_context, http, request
 from deploykit.services.app.config import BUNDLED_APP
+from deploykit.services.pooler.config import SOCKET_DIR, console_command
 from tests.e2e.conftest import LAB_INVENTORY, deploykit
 
 pytestmark = pytest.mark.e2e
@@ -173,12 +174,13 @@ def release_journals(lab: Lab) -> str:
     """For a failed release: what the release command said on each app host, and the pools of every db host's
     PgBouncer (the release's migration takes a session-pool connection)."""
     out = []
-    for h in (h.name for h in load_inventory(LAB_INVENTORY).hosts if h.has("app")):
+    inv = load_inventory(LAB_INVENTORY)
+    for h in (h.name for h in inv.hosts if h.has("app")):
         r = lab.ssh(h, "journalctl -u chirp-release -n 12 --no-pager -o cat", timeout=20)
         out.append(f"\n--- {h}: chirp-release\n{r.stdout[-1500:]}")
-    for h in (h.name for h in load_inventory(LAB_INVENTORY).hosts if h.has("db")):
-        r = lab.ssh(h, "runuser -u postgres -- psql -X -h /var/run/postgresql -p 6432 -U pgbouncer -d pgbouncer "
-                       "-c 'SHOW POOLS'", timeout=20)
+    console = console_command(SOCKET_DIR, inv.services.pooler.port)
+    for h in (h.name for h in inv.hosts if h.has("db")):
+        r = lab.ssh(h, f"runuser -u postgres -- {console} -c 'SHOW POOLS'", timeout=20)
         out.append(f"\n--- {h}: SHOW POOLS\n{r.stdout[-1500:]}{r.stderr[-300:]}")
     return "".join(out)
 

@@ -136,9 +136,9 @@ def max_connections(inv: Inventory) -> int:
     (psql, monitoring, the superuser's reserved slots), Patroni's own and pgBackRest's (a backup and an archive
     check); replication connections are not counted here (max_wal_senders). At least MIN_MAX_CONNECTIONS, which
     is what applies with the default pools and up to a few dozen worker hosts."""
-    pooler = inv.services.pooler
-    pools = (pooler.pool_size + pooler.reserve_pool_size
-             + pooler.session_pool(len(inv.with_role("worker"))))
+    from deploykit.services.pooler.config import server_connections  # (the pooler's config imports this module)
+
+    pools = server_connections(inv)
     return max(MIN_MAX_CONNECTIONS, ADMIN_CONNECTIONS + pools + PATRONI_CONNECTIONS + PGBACKREST_CONNECTIONS)
 
 
