@@ -65,9 +65,10 @@ def make_plan(inv: Inventory, placement: Placement, store: SecretStore, hosts: l
     stored = load_facts(inv)
     states = desired_states(inv, placement, store.get, hosts, facts=stored, previous=store.previous)
     plan = OnlinePlan(inv, inventory_sha256(inv), limit=limit)
-    session = executor.connect(hosts, accept_new_host_keys=accept_new_host_keys, progress=on_connect)
+    specs = {h.name: _spec(states[h.name], h, ensure_facts) for h in hosts}
+    # each host is probed as soon as it is connected (the slowest connections overlap the first probes)
+    session = executor.connect(hosts, accept_new_host_keys=accept_new_host_keys, progress=on_connect, probes=specs)
     plan.unreachable = dict(session.unreachable)
-    specs = {h.name: _spec(states[h.name], h, ensure_facts) for h in hosts if h.name not in session.unreachable}
     probed, errors = executor.probe(session, specs)
     plan.probe_failed = errors
     for name, hf in list(probed.items()):

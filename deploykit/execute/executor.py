@@ -103,6 +103,8 @@ class Session:
     by_name: dict[str, Any]
     unreachable: dict[str, str] = field(default_factory=dict)
     events: _StepEvents = field(default_factory=_StepEvents)
+    probed: dict[str, HostFacts] = field(default_factory=dict)  # probes run as each host connected
+    probe_errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def connected(self) -> list[str]:
@@ -203,9 +205,14 @@ def max_startups(hosts: Iterable[Host]) -> int:
 
 
 def connect(hosts: Iterable[Host], *, accept_new_host_keys: bool = False,
-            progress: Callable[[str, bool], None] | None = None) -> Session:
+            progress: Callable[[str, bool], None] | None = None,
+            probes: dict[str, ProbeSpec] | None = None) -> Session:
     """Connect to every host, `ssh.max_startups` connection starts at a time; unreachable ones are recorded,
-    not fatal. Raises TooFewOpenFiles, before connecting anywhere, if the process may not open a socket per host."""
+    not fatal. Raises TooFewOpenFiles, before connecting anywhere, if the process may not open a socket per host.
+
+    `probes`: each host's probe runs as soon as that host is connected (into session.probed/probe_errors; see
+    `probe`), not once every host is: the last connections and the first probes overlap, and one stage of
+    hosts done / total is shown instead of two."""
     _require_gevent()
     hosts = list(hosts)
     ensure_open_files(len(hosts))
@@ -213,6 +220,7 @@ def connect(hosts: Iterable[Host], *, accept_new_host_keys: bool = False,
     session = open_session([(h.name, _host_data(h, accept_new_host_keys)) for h in hosts])
     state, by_name = session.state, session.by_name
     starts = BoundedSemaphore(max_startups(hosts))
+    in_flight = BoundedSemaphore(PROBES_IN_FLIGHT)
     meter = _progress.get()
 
     def _connect(name: str) -> None:
@@ -224,11 +232,14 @@ def connect(hosts: Iterable[Host], *, accept_new_host_keys: bool = False,
         ok = error is None
         if progress:
             progress(name, ok)
+        if ok and probes is not None and name in probes:
+            with in_flight:
+                ok = _probe_into(session, name, probes[name])
         if meter:
             meter.advance(ok)
 
     if meter:
-        meter.start("connect", len(hosts))
+        meter.start("connect" if probes is None else "connect and probe", len(hosts))
     gevent.joinall([gevent.spawn(_connect, h.name) for h in hosts])
     if meter:
         meter.finish()
@@ -285,33 +296,42 @@ def disconnect(session: Session) -> None:
                 pass
 
 
+def _probe_into(session: Session, name: str, spec: ProbeSpec) -> bool:
+    """Probe one connected host into session.probed (or session.probe_errors, with the reason): True if read."""
+    try:
+        lines, why = run_probe(session.by_name[name], probe_command(spec))
+        if why:
+            session.probe_errors[name] = why
+        else:
+            session.probed[name] = parse_probe(spec, lines)
+    except ProbeError as exc:
+        session.probe_errors[name] = str(exc)
+    except Exception as exc:  # paramiko's zoo again: this host's problem only, never a host left out
+        session.probe_errors[name] = f"probe failed: {type(exc).__name__}: {exc}"
+    return name in session.probed
+
+
 def probe(session: Session, specs: dict[str, ProbeSpec]) -> tuple[dict[str, HostFacts], dict[str, str]]:
-    """Facts for each connected host; hosts whose probe failed are returned with the reason."""
-    facts: dict[str, HostFacts] = {}
-    errors: dict[str, str] = {}
+    """Facts for each connected host in `specs`; hosts whose probe failed are returned with the reason. Hosts
+    probed as they connected (`connect(probes=...)`) are not probed again."""
     meter = _progress.get()
 
     def _one(name: str) -> None:
-        try:
-            lines, why = run_probe(session.by_name[name], probe_command(specs[name]))
-            if why:
-                errors[name] = why
-            else:
-                facts[name] = parse_probe(specs[name], lines)
-        except ProbeError as exc:
-            errors[name] = str(exc)
-        except Exception as exc:  # paramiko's zoo again: this host's problem only, never a host left out
-            errors[name] = f"probe failed: {type(exc).__name__}: {exc}"
+        ok = _probe_into(session, name, specs[name])
         if meter:
-            meter.advance(name in facts)
+            meter.advance(ok)
 
-    names = [n for n in session.connected if n in specs]
-    if meter:
-        meter.start("probe", len(names))
-    pool = Pool(min(PROBES_IN_FLIGHT, max(1, len(names))))
-    gevent.joinall([pool.spawn(_one, n) for n in names])
-    if meter:
-        meter.finish()
+    names = [n for n in session.connected if n in specs and n not in session.probed
+             and n not in session.probe_errors]
+    if names:
+        if meter:
+            meter.start("probe", len(names))
+        pool = Pool(min(PROBES_IN_FLIGHT, max(1, len(names))))
+        gevent.joinall([pool.spawn(_one, n) for n in names])
+        if meter:
+            meter.finish()
+    facts = {n: f for n, f in session.probed.items() if n in specs}
+    errors = {n: e for n, e in session.probe_errors.items() if n in specs}
     return facts, errors
 
 

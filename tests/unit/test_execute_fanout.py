@@ -375,6 +375,27 @@ def test_probe_reads_every_connected_host_and_reports_its_progress() -> None:
     assert len(stages.events) == 5
 
 
+def test_hosts_probed_as_they_connected_are_not_probed_again() -> None:
+    hosts = {"web-1": FakeHost("web-1", AssertionError("probed twice")),
+             "web-2": FakeHost("web-2", AssertionError("probed twice")),
+             "web-3": FakeHost("web-3", (True, output(["@@NOFILE /etc/a.conf", "@@END"])))}
+    session = executor.Session(state=None, by_name=hosts)  # type: ignore[arg-type]
+    already = executor.parse_probe(SPEC, ["@@NOFILE /etc/a.conf", "@@END"])
+    session.probed["web-1"] = already
+    session.probe_errors["web-2"] = "probe failed: no answer within 120s"
+    stages = Stages()
+    with executor.reporting(stages):
+        facts, errors = executor.probe(session, {name: SPEC for name in hosts})
+    assert facts == {"web-1": already, "web-3": facts["web-3"]} and facts["web-3"].files == {"/etc/a.conf": None}
+    assert errors == {"web-2": "probe failed: no answer within 120s"}
+    assert [len(h.calls) for h in hosts.values()] == [0, 0, 1]
+    assert stages.events[0] == ("start", ("probe", 1))  # only what was left to probe
+    session.probed["web-3"] = facts["web-3"]
+    with executor.reporting(stages):
+        executor.probe(session, {name: SPEC for name in hosts})
+    assert len(stages.events) == 3  # nothing left: no empty stage shown
+
+
 # --- steps reported as they succeed ------------------------------------------------------------------------------
 
 
