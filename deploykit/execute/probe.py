@@ -173,11 +173,6 @@ def _tar_entries(spec: ProbeSpec, encoded: str) -> tuple[dict[str, FileFact], di
     return files, dirs
 
 
-def _meta(text: str) -> tuple[int, str, str]:
-    mode, owner, group = text.split(":")
-    return int(mode, 8), owner, group
-
-
 def parse_probe(spec: ProbeSpec, lines: list[str]) -> HostFacts:
     facts = HostFacts()
     facts.files = {p: None for p in spec.files}
@@ -205,18 +200,8 @@ def parse_probe(spec: ProbeSpec, lines: list[str]) -> HostFacts:
                 else:
                     raise ProbeError("the probe's output was cut short (in the units' block)")
                 facts.units.update(_units(spec, block))
-            elif tag == "@@FILE":
-                mode, owner, group = _meta(parts[2])
-                content = base64.b64decode(next(it).strip())
-                facts.files[parts[1]] = FileFact(mode, owner, group, content)
-            elif tag == "@@DIR":
-                facts.directories[parts[1]] = _meta(parts[2])
             elif tag == "@@PKG":
                 facts.packages[parts[1]] = " ".join(parts[2:]) == "install ok installed"
-            elif tag == "@@UNIT":
-                enabled = parts[2] if len(parts) > 2 and parts[2] else "absent"
-                active = parts[3] if len(parts) > 3 and parts[3] else "inactive"
-                facts.units[parts[1]] = (enabled, active)
             elif tag == "@@FACT":
                 facts.facts[parts[1]] = " ".join(parts[2:]).strip()
             elif tag == "@@FACTERR":

@@ -178,7 +178,7 @@ def test_steps_are_reported_as_each_succeeds_during_the_phase() -> None:
 
 
 def test_the_probe_is_one_command_through_the_connector() -> None:
-    session = fake_session(("@fake/web-1", {**FAST, "fake_responses": {"@@END": ["@@NOFILE /etc/a.conf", "@@END"]}}))
+    session = fake_session(("@fake/web-1", {**FAST, "fake_responses": {"@@END": ["@@TAR ", "@@END"]}}))
     web1 = session.by_name["@fake/web-1"]
     spec = ProbeSpec(files=("/etc/a.conf",))
     facts, errors = executor.probe(session, {"@fake/web-1": spec})

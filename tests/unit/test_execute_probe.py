@@ -60,20 +60,23 @@ def _out(*lines: str) -> list[str]:
     return [*lines, "@@END"]
 
 
+def _units_block(*units: tuple[str, str, str]) -> list[str]:
+    """systemctl show's output for (Id, UnitFileState, ActiveState), as the probe frames it."""
+    lines = ["@@UNITS"]
+    for unit_id, enabled, active in units:
+        lines += [f"Id={unit_id}", f"UnitFileState={enabled}", f"ActiveState={active}", ""]
+    return [*lines, "@@UNITS-END"]
+
+
 def test_parse_probe_reads_every_record():
     spec = ProbeSpec(files=("/etc/a.conf", "/etc/b.conf"), directories=("/etc/d", "/etc/e"),
                      packages=("etcd-server", "haproxy"), units=("etcd", "haproxy"))
     content = b"x = 1\n"
     facts = parse_probe(spec, _out(
-        "@@FILE /etc/a.conf 640:root:etcd",
-        base64.b64encode(content).decode(),
-        "@@NOFILE /etc/b.conf",
-        "@@DIR /etc/d 755:root:root",
-        "@@NODIR /etc/e",
+        "@@TAR " + _tar_b64([("/etc/a.conf", content, 0o640, "root", "etcd"), ("/etc/d", None, 0o755, "root", "root")]),
         "@@PKG etcd-server install ok installed",
         "@@PKG haproxy deinstall ok config-files",
-        "@@UNIT etcd enabled active",
-        "@@UNIT haproxy  ",
+        *_units_block(("etcd.service", "enabled", "active"), ("haproxy.service", "", "inactive")),
     ))
     assert facts.files["/etc/a.conf"] == FileFact(0o640, "root", "etcd", content)
     assert facts.files["/etc/b.conf"] is None
@@ -91,25 +94,26 @@ def test_parse_probe_defaults_for_unreported_items():
 
 def test_cut_output_is_an_error():
     with pytest.raises(ProbeError, match="cut short"):
-        parse_probe(ProbeSpec(), ["@@NOFILE /x"])
+        parse_probe(ProbeSpec(), ["@@TAR "])
 
 
 def test_garbled_output_is_an_error():
     with pytest.raises(ProbeError, match="unexpected probe output"):
-        parse_probe(ProbeSpec(files=("/a",)), ["@@FILE /a", "@@END"])
+        parse_probe(ProbeSpec(files=("/a",)), ["@@FACT", "@@END"])
 
 
 def test_fingerprint_changes_with_content_mode_and_units():
     spec = ProbeSpec(files=("/a",), units=("u",))
-    one = base64.b64encode(b"1").decode()
-    base = parse_probe(spec, _out("@@FILE /a 644:root:root", one, "@@UNIT u enabled active"))
-    same = parse_probe(spec, _out("@@FILE /a 644:root:root", one, "@@UNIT u enabled active"))
-    other_content = parse_probe(spec, _out("@@FILE /a 644:root:root", base64.b64encode(b"2").decode(),
-                                           "@@UNIT u enabled active"))
-    other_mode = parse_probe(spec, _out("@@FILE /a 600:root:root", base64.b64encode(b"1").decode(),
-                                        "@@UNIT u enabled active"))
-    stopped = parse_probe(spec, _out("@@FILE /a 644:root:root", base64.b64encode(b"1").decode(),
-                                     "@@UNIT u enabled inactive"))
+
+    def read(content: bytes, mode: int, active: str):
+        return parse_probe(spec, _out("@@TAR " + _tar_b64([("/a", content, mode, "root", "root")]),
+                                      *_units_block(("u.service", "enabled", active))))
+
+    base = read(b"1", 0o644, "active")
+    same = read(b"1", 0o644, "active")
+    other_content = read(b"2", 0o644, "active")
+    other_mode = read(b"1", 0o600, "active")
+    stopped = read(b"1", 0o644, "inactive")
     assert base.fingerprint() == same.fingerprint()
     assert len({base.fingerprint(), other_content.fingerprint(), other_mode.fingerprint(),
                 stopped.fingerprint()}) == 4
