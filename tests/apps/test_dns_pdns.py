@@ -384,6 +384,10 @@ def test_a_site_answering_503_leaves_the_answer_and_comes_back(running: Setup, m
             f"{gone:.1f} s / {back:.1f} s (checks every {cfg.check_interval} s, timeout {cfg.check_timeout} s, "
             f"bound {bound} s)")
     assert gone <= bound and back <= bound
+    # loglevel=6 (the rendered drop-in): each transition is in the log, for an operator's journalctl
+    log = (s.pdns.root / "pdns.log").read_text()
+    for state in ("DOWN", "UP"):  # 4.7 writes "LUA record monitoring" for URL checks, "Lua ..." for TCP ones
+        assert f"LUA record monitoring declaring {s.vips[2]} {state} for URL " in log, log[-2000:]
 
 
 def test_a_site_that_stops_answering_leaves_within_interval_plus_timeout(running: Setup, measure) -> None:

@@ -295,7 +295,7 @@ def test_the_dropin_turns_off_the_api_and_transfers_and_sets_the_checks() -> Non
     assert lines == [
         "launch=bind", "bind-config=/etc/powerdns/deploykit/named.conf", "bind-check-interval=0",
         "local-address=10.77.3.21:53, 127.0.0.1:53", "enable-lua-records=yes", "lua-health-checks-interval=2",
-        f"lua-health-checks-expire-delay={CHECKS_EXPIRE_S}", "api=no", "webserver=no", "disable-axfr=yes",
+        f"lua-health-checks-expire-delay={CHECKS_EXPIRE_S}", "loglevel=6", "api=no", "webserver=no", "disable-axfr=yes",
         "primary=no", "secondary=no", "version-string=anonymous", "security-poll-suffix=",
     ]
     # after Debian's pdns.d/bind.conf, whose `launch+=bind` our `launch=bind` replaces
