@@ -33,6 +33,7 @@ class Answer:
     status: int  # 0: nothing answered (refused, timed out, TLS failed)
     body: Any  # the JSON body of a 2xx answer, else None
     location: str | None  # a redirect's Location
+    error: str = ""  # the start of a non-2xx answer's body (HAProxy's page or the app's JSON error): why
 
 
 def client_context(inv: Inventory) -> ssl.SSLContext:
@@ -65,13 +66,13 @@ def request(method: str, url: str, body: dict[str, Any] | None = None, timeout: 
                      headers={"Content-Type": "application/json"})
         resp = conn.getresponse()
         raw = resp.read()
-    except (OSError, httpclient.HTTPException):
-        return Answer(0, None, None)
+    except (OSError, httpclient.HTTPException) as exc:
+        return Answer(0, None, None, f"{type(exc).__name__}: {exc}")
     finally:
         conn.close()
     if 200 <= resp.status < 300:
         return Answer(resp.status, json.loads(raw or b"null"), None)
-    return Answer(resp.status, None, resp.getheader("Location"))
+    return Answer(resp.status, None, resp.getheader("Location"), " ".join(raw[:300].decode(errors="replace").split()))
 
 
 def http(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 5, *,

@@ -214,8 +214,10 @@ def test_the_smoke_client_trusts_the_ca_by_name_and_by_vip_and_sees_redirects(in
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            body = json.dumps({"host": self.headers.get("Host")}).encode()
-            self.send_response(200)
+            down = self.path == "/down"  # as HAProxy answers with no server up
+            body = (b"<html><body><h1>503 Service Unavailable</h1>\nNo server is available to handle this "
+                    b"request.\n</body></html>\n") if down else json.dumps({"host": self.headers.get("Host")}).encode()
+            self.send_response(503 if down else 200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -242,8 +244,15 @@ def test_the_smoke_client_trusts_the_ca_by_name_and_by_vip_and_sees_redirects(in
             200, {"host": f"chirp.lab:{port}"})
         # a VIP as the URL's host (the e2e tests' https://<VIP>/): its address is in the certificate
         assert http("GET", f"https://10.77.2.100:{port}/healthz", context=trusted, connect_to="127.0.0.1")[0] == 200
-        # the system's CAs do not know deploykit's: refused, reported as no answer
+        # the system's CAs do not know deploykit's: refused, reported as no answer, and why
         assert http("GET", f"https://chirp.lab:{port}/healthz", connect_to="127.0.0.1")[0] == 0
+        refused = request("GET", f"https://chirp.lab:{port}/healthz", connect_to="127.0.0.1")
+        assert refused.status == 0 and "CERTIFICATE_VERIFY_FAILED" in refused.error, refused
+        # a failed answer keeps the start of its body, whitespace folded: HAProxy's page or the app's JSON error
+        down = request("GET", f"https://chirp.lab:{port}/down", context=trusted, connect_to="127.0.0.1")
+        assert (down.status, down.body) == (503, None)
+        assert down.error == ("<html><body><h1>503 Service Unavailable</h1> No server is available to handle this "
+                              "request. </body></html>"), down
         # a name the certificate does not hold: refused as well
         assert http("GET", f"https://other.test:{port}/", context=trusted, connect_to="127.0.0.1")[0] == 0
         moved = request("GET", f"http://chirp.lab:{plain}/healthz?x=1", connect_to="127.0.0.1")
