@@ -7,7 +7,8 @@ A cluster is bootstrapped once, by every first member together (`initial-cluster
   *learner* (`etcdctl member add --learner`: it receives the log but does not vote, so quorum does not change
   while it catches up); it then starts with `initial-cluster-state=existing` and the member list the API
   returned; the apply's wait promotes it to a voting member once it has caught up (etcd refuses the promotion
-  until then). etcd 3.4 allows one learner at a time, so parallel joiners take turns (the join retries).
+  until then). etcd 3.4 allows one learner at a time, so parallel joiners take turns (the join retries, as it
+  does when the cluster answers too late: an add that landed anyway is found by its peer URL and replaced).
   A member of the same name with no data behind it (the host was wiped) is removed first.
 - **Removing a member** (a host that lost the etcd role or left the inventory): one surviving member removes it
   through the members API; removal never restarts the others. The Patroni endpoint lists follow the
@@ -83,21 +84,28 @@ def join_script(name: str, peer_url: str, endpoints: str, data_dir: str) -> str:
 set -eu
 [ -d {q(data_dir)}/member ] && exit 0
 deadline=$(( $(date +%s) + 300 ))
+# Worth another try: another host joins right now (one learner at a time; a member added but not started yet
+# makes etcd refuse more changes as "unhealthy cluster"), or the cluster did not answer in time (an election, a
+# busy leader, a mesh tunnel not handshaken yet). A timed-out `member add` may still have landed: the next round
+# finds it by its peer URL and removes it before adding again.
+again() {{
+  case "$1" in
+    *"too many learner"*|*"unhealthy cluster"*|*"deadline exceeded"*|*"request timed out"*|*"leader changed"*|\
+    *"no leader"*|*"connection refused"*|*"i/o timeout"*|*"no route to host"*|*"connection reset"*|\
+    *"transport is closing"*)
+      [ "$(date +%s)" -lt "$deadline" ] || {{ echo "$1" >&2; exit 1; }}; sleep 2 ;;
+    *) echo "$1" >&2; exit 1 ;;
+  esac
+}}
 while :; do
-  list=$({ctl} member list -w simple 2>&1) || {{ echo "$list" >&2; exit 1; }}
+  list=$({ctl} member list -w simple 2>&1) || {{ again "$list"; continue; }}
   line=$(printf '%s\\n' "$list" | awk -F', ' -v n={q(name)} -v u={q(peer_url)} '$3 == n || $4 == u')
   if [ -n "$line" ]; then
     # a member of this name with no data here: this host was wiped (or an earlier join stopped half-way)
-    {ctl} member remove "$(printf '%s' "$line" | cut -d, -f1)"
+    out=$({ctl} member remove "$(printf '%s' "$line" | cut -d, -f1)" 2>&1) || {{ again "$out"; continue; }}
   fi
   if out=$({ctl} member add {q(name)} --peer-urls={q(peer_url)} --learner 2>&1); then break; fi
-  case "$out" in
-    # another host joins right now (one learner at a time; a member added but not started yet makes etcd refuse
-    # more changes as "unhealthy cluster"): wait for it
-    *"too many learner"*|*"unhealthy cluster"*)
-      [ "$(date +%s)" -lt "$deadline" ] || {{ echo "$out" >&2; exit 1; }}; sleep 2 ;;
-    *) echo "$out" >&2; exit 1 ;;
-  esac
+  again "$out"
 done
 mkdir -p {q(JOIN_ENV.rsplit('/', 1)[0])}
 printf '%s\\n' "$out" | grep -E '^ETCD_INITIAL_CLUSTER(_STATE)?=' | tr -d '"' > {q(JOIN_ENV)}.new

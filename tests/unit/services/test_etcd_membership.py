@@ -126,10 +126,22 @@ def test_one_surviving_member_removes_the_members_the_inventory_no_longer_has(tm
 FAKE_ETCDCTL = r"""#!/bin/sh
 echo "$*" >> "$LOG"
 case "$*" in
-  *"member list"*) cat "$LIST" ;;
-  *"member remove"*) echo "Member removed" ;;
+  *"member list"*)
+    if [ -n "${LIST_FAILS:-}" ] && [ ! -e "$LIST.failed" ]; then
+      touch "$LIST.failed"; echo "Error: context deadline exceeded" >&2; exit 1
+    fi
+    cat "$LIST" ;;
+  *"member remove"*)
+    id=$(echo "$*" | awk '{print $NF}'); grep -v "^$id," "$LIST" > "$LIST.new"; mv "$LIST.new" "$LIST"
+    echo "Member removed" ;;
   *"member add"*)
     n=$(cat "$ADDS" 2>/dev/null || echo 0); echo $((n + 1)) > "$ADDS"
+    if [ -n "${REFUSE:-}" ]; then echo "Error: etcdserver: permission denied" >&2; exit 1; fi
+    if [ -n "${LANDS_LATE:-}" ] && [ "$n" -eq 0 ]; then  # the add lands, the answer comes too late
+      echo "9z, unstarted, , http://10.77.128.9:2380, , true" >> "$LIST"
+      echo '{"level":"warn","msg":"retrying of unary invoker failed"}' >&2
+      echo "Error: context deadline exceeded" >&2; exit 1
+    fi
     if [ "$n" -lt "${BUSY:-0}" ]; then
       [ "$n" -eq 0 ] && echo "Error: etcdserver: unhealthy cluster" >&2
       [ "$n" -gt 0 ] && echo "Error: etcdserver: too many learner members in cluster" >&2
@@ -142,8 +154,8 @@ esac
 """
 
 
-def run_script(script: str, tmp_path: Path, listed: str, busy: int = 0) -> tuple[subprocess.CompletedProcess[str],
-                                                                                 list[str]]:
+def run_script(script: str, tmp_path: Path, listed: str, busy: int = 0, **flags: str) -> tuple[
+        subprocess.CompletedProcess[str], list[str]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "etcdctl").write_text(FAKE_ETCDCTL)
@@ -153,7 +165,7 @@ def run_script(script: str, tmp_path: Path, listed: str, busy: int = 0) -> tuple
     script = script.replace(JOIN_ENV, str(tmp_path / "join.env")).replace(MEMBERS_FILE, str(tmp_path / "members"))
     script = script.replace(DATA_DIR, str(tmp_path / "data")).replace("sleep 2", "sleep 0.01")
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(tmp_path / "log"),
-           "LIST": str(tmp_path / "list"), "ADDS": str(tmp_path / "adds"), "BUSY": str(busy)}
+           "LIST": str(tmp_path / "list"), "ADDS": str(tmp_path / "adds"), "BUSY": str(busy), **flags}
     done = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=env, check=False)
     log = (tmp_path / "log").read_text().splitlines() if (tmp_path / "log").exists() else []
     return done, [line.split("--command-timeout=10s ", 1)[-1] for line in log]
@@ -169,6 +181,26 @@ def test_the_join_adds_a_learner_and_keeps_what_the_api_answered(tmp_path: Path)
     assert (tmp_path / "join.env").read_text() == (
         "ETCD_INITIAL_CLUSTER=a=http://10.77.128.1:2380,fra1-etcd-1=http://10.77.128.9:2380\n"
         "ETCD_INITIAL_CLUSTER_STATE=existing\n")
+
+
+def test_a_join_the_cluster_answered_too_late_is_tried_again_and_its_landed_member_replaced(tmp_path: Path) -> None:
+    """CI: `member add` of a host joining right after the mesh phase timed out ("context deadline exceeded") and
+    the apply failed; the add may still land (an unstarted learner with the host's peer URL and no name)."""
+    script = join_script("fra1-etcd-1", "http://10.77.128.9:2380", "http://10.77.128.1:2379", DATA_DIR)
+    listed = "1a, started, a, http://10.77.128.1:2380, http://10.77.128.1:2379, false\n"
+    done, calls = run_script(script, tmp_path, listed, LIST_FAILS="1", LANDS_LATE="1")
+    assert done.returncode == 0, done.stderr
+    add = "member add fra1-etcd-1 --peer-urls=http://10.77.128.9:2380 --learner"
+    assert calls == ["member list -w simple", "member list -w simple", add,  # the list, then the add, timed out
+                     "member list -w simple", "member remove 9z", add]
+    assert (tmp_path / "join.env").exists() and "9z" not in (tmp_path / "list").read_text()
+
+
+def test_a_join_refused_for_good_fails_at_once_with_etcds_words(tmp_path: Path) -> None:
+    script = join_script("fra1-etcd-1", "http://10.77.128.9:2380", "http://10.77.128.1:2379", DATA_DIR)
+    done, calls = run_script(script, tmp_path, "", REFUSE="1")
+    assert done.returncode == 1 and done.stderr.strip() == "Error: etcdserver: permission denied"
+    assert calls == ["member list -w simple", "member add fra1-etcd-1 --peer-urls=http://10.77.128.9:2380 --learner"]
 
 
 def test_a_wiped_host_removes_its_old_member_before_joining_again(tmp_path: Path) -> None:
